@@ -1,0 +1,3 @@
+from bayes_scaling.cli import main
+
+main()

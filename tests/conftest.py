@@ -1,0 +1,17 @@
+"""Shared fixtures: the public data sets beside the project (``../shared/data``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of public data sets; CI lays it beside the clone, so its absence is an error."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"{SHARED_DATA} is missing: the tests need ../shared/data beside the project")
+    return SHARED_DATA

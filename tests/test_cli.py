@@ -1,0 +1,68 @@
+"""The ``bayes-scaling`` command: data sets and validation, through typer's runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from bayes_scaling.cli import app
+from bayes_scaling.runs import read_runs
+
+runner = CliRunner()
+
+
+def test_validate_bad_file_names_all_three_problems(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "run_id,arch,n_active,loss\n"
+        "a,dense,1e6,3.0\nb,dense,2e6,2.9\nc,dense,3e6,\nd,dense,4e6,2.7\ne,dense,-5e6,2.6\n"
+    )
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "column 'tokens': missing required column" in result.output
+    assert "row 3, column 'loss'" in result.output
+    assert "row 5, column 'n_active'" in result.output
+
+
+def test_validate_good_file_prints_one_line(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    good.write_text("run_id,arch,n_active,tokens,loss\na,dense,1e6,1e8,3.0\nb,moe,1e6,1e8,2.8\n")
+    result = runner.invoke(app, ["validate", str(good)])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"{good}: valid, 2 runs (dense 1, moe 1)"
+
+
+def test_datasets_show_prints_runs_per_arch_and_ranges() -> None:
+    result = runner.invoke(app, ["datasets", "show", "deepmind-routing"])
+    assert result.exit_code == 0, result.output
+    lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line}
+    assert lines["dense"][1] == "13" and lines["moe-sbase"][1] == "87"
+    assert "n_active min" in result.output and "loss max" in result.output
+
+
+def test_datasets_list_names_every_dataset() -> None:
+    result = runner.invoke(app, ["datasets", "list"])
+    assert result.exit_code == 0
+    names = [line.split()[0] for line in result.output.splitlines()]
+    assert names == [
+        "chinchilla",
+        "deepmind-routing",
+        "steplaw-dense",
+        "steplaw-moe",
+        "porian",
+        "critical-batch",
+        "pythia",
+    ]
+
+
+def test_datasets_export_writes_a_valid_table(tmp_path: Path) -> None:
+    out = tmp_path / "cbs.jsonl"
+    result = runner.invoke(app, ["datasets", "export", "critical-batch", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(read_runs(out)) == 45
+
+
+def test_unknown_dataset_exits_1_with_the_valid_names() -> None:
+    result = runner.invoke(app, ["datasets", "show", "nope"])
+    assert result.exit_code == 1 and "porian" in result.output
