@@ -1,0 +1,210 @@
+"""Scaling laws as pure functions of log inputs, for numpy arrays and PyTensor tensors alike.
+
+Every law returns the **log** of the loss, written as a log-sum-exp of its power-law terms so it
+stays finite far outside the data. Inputs are natural logs of run-table columns (``log_n`` of
+``n_active``, ``log_d`` of ``tokens``, ``log_experts``, ``log_granularity``); coefficients are
+the published ones (``log_a`` = ln A with N and D in raw counts), so paper numbers plug in as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.graph.basic import Variable
+
+__all__ = [
+    "LAWS",
+    "Law",
+    "chinchilla_optimal",
+    "clark_log_loss",
+    "experts_log_loss",
+    "granularity_log_loss",
+    "joint_log_loss",
+    "saturating_experts",
+]
+
+
+def _backend(*values: Any) -> Any:
+    """PyTensor's tensor module when any input is symbolic, else numpy."""
+    return pt if any(isinstance(v, Variable) for v in values) else np
+
+
+def _logsumexp(*terms: Any) -> Any:
+    """log(sum(exp(terms))) of equally shaped terms, stable for large magnitudes."""
+    xp = _backend(*terms)
+    top = terms[0]
+    for term in terms[1:]:
+        top = xp.maximum(top, term)
+    return top + xp.log(sum(xp.exp(term - top) for term in terms))
+
+
+def experts_log_loss(log_n, log_d, log_experts, log_a, alpha, gamma, log_b, beta, log_e):  # type: ignore[no-untyped-def]
+    """Wang et al. 2024 (arXiv:2410.05661), Chinchilla for E = 1 (Hoffmann et al. 2022).
+
+    L(N, D, E) = A / (N^alpha * E^gamma) + B / D^beta + E_irr, returned as
+    ln L = LSE(ln A - alpha ln N - gamma ln E, ln B - beta ln D, ln E_irr).
+    """
+    return _logsumexp(
+        log_a - alpha * log_n - gamma * log_experts, log_b - beta * log_d, log_e + 0.0 * log_n
+    )
+
+
+def chinchilla_log_loss(log_n, log_d, log_a, alpha, log_b, beta, log_e):  # type: ignore[no-untyped-def]
+    """Hoffmann et al. 2022 approach 3: L = E + A / N^alpha + B / D^beta (log-sum-exp form)."""
+    return experts_log_loss(log_n, log_d, 0.0 * log_n, log_a, alpha, 0.0, log_b, beta, log_e)
+
+
+def granularity_log_loss(  # type: ignore[no-untyped-def]
+    log_n, log_d, log_granularity, log_a, alpha, log_b, beta, log_g, gamma, log_e
+):
+    """Krajewski et al. 2024 (arXiv:2402.07871): L = c + (g / G^gamma + a) / N^alpha + b / D^beta.
+
+    ``log_e`` is ln c, ``log_g`` ln g; G = 1 gives a term g + a, so G = 1 is not the dense law.
+    """
+    return _logsumexp(
+        log_g - gamma * log_granularity - alpha * log_n,
+        log_a - alpha * log_n,
+        log_b - beta * log_d,
+        log_e + 0.0 * log_n,
+    )
+
+
+def saturating_experts(experts, e_start, e_max):  # type: ignore[no-untyped-def]
+    """Saturating expert count of Clark et al. 2022 / Ludziejewski et al. 2025.
+
+    1 / Eh = 1 / (E - 1 + (1 / E_start - 1 / E_max)^-1) + 1 / E_max.
+    """
+    return 1.0 / (1.0 / (experts - 1.0 + 1.0 / (1.0 / e_start - 1.0 / e_max)) + 1.0 / e_max)
+
+
+def joint_log_loss(  # type: ignore[no-untyped-def]
+    log_n, log_d, log_experts, log_a, alpha, delta, gamma, log_b, beta, omega, zeta, log_e,
+    e_start=2.0732, e_max=290.45,
+):
+    """Ludziejewski et al. 2025 (arXiv:2502.05172), joint MoE law with memory constraints.
+
+    L = a Eh^delta N^(alpha + gamma ln Eh) + b Eh^omega D^(beta + zeta ln Eh) + c, with Eh the
+    saturating expert count; exponents alpha and beta are negative in the paper's convention.
+    The defaults of ``e_start`` and ``e_max`` are the paper's fitted values.
+    """
+    xp = _backend(log_n, log_experts, alpha)
+    log_eh = xp.log(saturating_experts(xp.exp(log_experts), e_start, e_max))
+    return _logsumexp(
+        log_a + delta * log_eh + (alpha + gamma * log_eh) * log_n,
+        log_b + omega * log_eh + (beta + zeta * log_eh) * log_d,
+        log_e + 0.0 * log_n,
+    )
+
+
+def clark_log_loss(log_n, log_experts, a, b, c, d, e_start=1.85, e_max=314.0):  # type: ignore[no-untyped-def]
+    """Clark et al. 2022 (arXiv:2202.01169): ln L = a ln N + b ln Eh + c ln N ln Eh + d.
+
+    N is in raw counts (natural logs throughout). The defaults of ``e_start`` and ``e_max`` are
+    those the paper reports for S-Base routing; its benefit shrinks with N when c > 0.
+    """
+    xp = _backend(log_n, log_experts, a)
+    log_eh = xp.log(saturating_experts(xp.exp(log_experts), e_start, e_max))
+    return a * log_n + b * log_eh + c * log_n * log_eh + d
+
+
+@dataclass(frozen=True)
+class Law:
+    """A law: its log-loss function, the run-table columns it needs and its parameters.
+
+    ``arch_params`` vary by architecture in the hierarchical model; ``log_e`` (the irreducible
+    loss, shared per eval set) is handled by the model when ``has_irreducible``.
+    """
+
+    name: str
+    function: Callable[..., Any]
+    columns: tuple[str, ...]
+    inputs: tuple[str, ...]  # log-input keywords the function takes, in order
+    arch_params: tuple[str, ...]
+    has_irreducible: bool = True
+    citation: str = ""
+
+    def log_loss(self, inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+        """ln L for inputs keyed like :attr:`inputs` and parameters keyed by name."""
+        kwargs = {name: inputs[name] for name in self.inputs}
+        kwargs.update({name: params[name] for name in self.arch_params})
+        if self.has_irreducible:
+            kwargs["log_e"] = params["log_e"]
+        return self.function(**kwargs)
+
+
+LAWS: dict[str, Law] = {
+    law.name: law
+    for law in (
+        Law("chinchilla", chinchilla_log_loss, ("n_active", "tokens"), ("log_n", "log_d"),
+            ("log_a", "alpha", "log_b", "beta"), citation="Hoffmann et al. 2022"),
+        Law("experts", experts_log_loss, ("n_active", "tokens", "experts"),
+            ("log_n", "log_d", "log_experts"), ("log_a", "alpha", "gamma", "log_b", "beta"),
+            citation="Wang et al. 2024"),
+        Law("granularity", granularity_log_loss, ("n_active", "tokens", "granularity"),
+            ("log_n", "log_d", "log_granularity"),
+            ("log_a", "alpha", "log_b", "beta", "log_g", "gamma"), citation="Krajewski et al. 2024"),
+        Law("joint", joint_log_loss, ("n_active", "tokens", "experts"),
+            ("log_n", "log_d", "log_experts"),
+            ("log_a", "alpha", "delta", "gamma", "log_b", "beta", "omega", "zeta"),
+            citation="Ludziejewski et al. 2025"),
+        Law("clark", clark_log_loss, ("n_active", "experts"), ("log_n", "log_experts"),
+            ("a", "b", "c", "d"), has_irreducible=False, citation="Clark et al. 2022"),
+    )
+}  # fmt: skip
+
+
+def log_inputs(runs: Any) -> dict[str, np.ndarray]:
+    """Natural-log law inputs from a run table (or any mapping of its columns)."""
+    return {
+        "log_n": np.log(np.asarray(runs["n_active"], dtype=float)),
+        "log_d": np.log(np.asarray(runs["tokens"], dtype=float)),
+        "log_experts": np.log(np.asarray(runs["experts"], dtype=float)),
+        "log_granularity": np.log(np.asarray(runs["granularity"], dtype=float)),
+    }
+
+
+def chinchilla_optimal(flops, log_a, alpha, log_b, beta):  # type: ignore[no-untyped-def]
+    """Closed-form compute-optimal N and D of the Chinchilla law under C = 6 N D.
+
+    N_opt = G (C/6)^(beta/(alpha+beta)), D_opt = G^-1 (C/6)^(alpha/(alpha+beta)),
+    G = (alpha A / (beta B))^(1/(alpha+beta)) (Hoffmann et al. 2022, eq. 4). Works elementwise
+    on posterior draws.
+    """
+    total = alpha + beta
+    log_g = (np.log(alpha) + log_a - np.log(beta) - log_b) / total
+    log_c6 = np.log(np.asarray(flops, dtype=float) / 6.0)
+    n_opt = np.exp(log_g + beta / total * log_c6)
+    return n_opt, np.asarray(flops, dtype=float) / (6.0 * n_opt)
+
+
+def optimal_allocation(law: Law, params: dict[str, Any], flops: Any, experts: Any = 1.0,
+                       granularity: Any = 1.0, tolerance: float = 1e-7) -> tuple[Any, Any, Any]:
+    """Numerical compute-optimal (N, D, ln L) under C = 6 N D for any law, vectorized.
+
+    Golden-section search over ln N in [ln C - 60, ln C / 2 + 10] (so D >= N / e^20), elementwise
+    over broadcast shapes of ``params``, ``flops``, ``experts`` and ``granularity``; the loss is
+    unimodal in ln N for every law here.
+    """
+    log_c6 = np.log(np.asarray(flops, dtype=float) / 6.0)
+    extra = {"log_experts": np.log(np.asarray(experts, dtype=float)),
+             "log_granularity": np.log(np.asarray(granularity, dtype=float))}
+
+    def loss_at(log_n: np.ndarray) -> np.ndarray:
+        inputs = {"log_n": log_n, "log_d": log_c6 - log_n, **extra}
+        return np.asarray(law.log_loss(inputs, params))
+
+    shape = np.broadcast(loss_at(np.zeros_like(log_c6)), log_c6).shape
+    low = np.broadcast_to(np.full_like(log_c6, 5.0), shape).copy()
+    high = np.broadcast_to(log_c6 - 5.0, shape).copy()
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    while np.max(high - low) > tolerance:
+        left, right = high - ratio * (high - low), low + ratio * (high - low)
+        go_left = loss_at(left) < loss_at(right)
+        high = np.where(go_left, right, high)
+        low = np.where(go_left, low, left)
+    log_n = (low + high) / 2.0
+    return np.exp(log_n), np.exp(log_c6 - log_n), loss_at(log_n)
