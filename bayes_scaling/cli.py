@@ -103,6 +103,108 @@ def validate(file: Path) -> None:
     typer.echo(f"{file}: valid, {len(runs)} runs ({archs})")
 
 
+@app.command("fit")
+def fit_command(
+    model: Annotated[
+        Path, typer.Option("--model", help="Hypothesis file, e.g. models/loss/wang2024.toml.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output netCDF file for the posterior.")],
+    runs: Annotated[Path | None, typer.Option("--runs", help="Run table file.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Registered data set.")] = None,
+    path: PathOption = None,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    seed: int = 0,
+    sampler: str = "nutpie",
+    strict: Annotated[bool, typer.Option(help="Exit 2 when the convergence check fails.")] = False,
+) -> None:
+    """Fit a hypothesis to runs; print the convergence check and save the posterior."""
+    from bayes_scaling.fit import fit
+    from bayes_scaling.loss_model import MissingColumnError
+    from bayes_scaling.spec import SpecError, read_spec
+
+    if (runs is None) == (dataset is None):
+        raise _fail("give exactly one of --runs FILE or --dataset NAME")
+    try:
+        spec = read_spec(model)
+        table = read_runs(runs) if runs is not None else _load(str(dataset), path)
+        posterior = fit(
+            table, spec, draws=draws, tune=tune, chains=chains, random_seed=seed, sampler=sampler
+        )
+    except (SpecError, RunTableError, MissingColumnError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    posterior.save(out)
+    report = posterior.convergence()
+    typer.echo(str(report))
+    typer.echo(f"saved {out} ({len(table)} runs, law {spec.law}, pooling {spec.pooling})")
+    if strict and not report.ok:
+        raise typer.Exit(code=2)
+
+
+@app.command("predict")
+def predict_command(
+    posterior_file: Annotated[Path, typer.Argument(help="A posterior written by `fit`.")],
+    n_active: Annotated[float, typer.Option("--n-active", help="Active parameters N.")],
+    tokens: Annotated[float, typer.Option("--tokens", help="Training tokens D.")],
+    experts: Annotated[float, typer.Option("--experts", help="Experts E.")] = 1.0,
+    arch: Annotated[str | None, typer.Option("--arch", help="Architecture label.")] = None,
+    eval_set: Annotated[str | None, typer.Option("--eval-set")] = None,
+    prob: Annotated[float, typer.Option("--prob", help="Interval probability.")] = 0.9,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw loss vs compute.")] = None,
+) -> None:
+    """Predicted loss of a planned run: expected loss and a new run's loss, with intervals."""
+    import json
+
+    from bayes_scaling.fit import Posterior
+    from bayes_scaling.predict import PredictionError, predict_loss
+
+    posterior = Posterior.load(posterior_file)
+    point: dict[str, object] = {"n_active": [n_active], "tokens": [tokens], "experts": [experts]}
+    if arch is not None:
+        point["arch"] = [arch]
+    if eval_set is not None:
+        point["eval_set"] = [eval_set]
+    try:
+        row = predict_loss(posterior, point, probs=(prob,)).iloc[0]
+    except PredictionError as error:
+        raise _fail(str(error)) from error
+    label = f"{100 * prob:g}"
+    result = {
+        "arch": row["arch"],
+        "eval_set": row["eval_set"],
+        "n_active": n_active,
+        "tokens": tokens,
+        "experts": experts,
+        "flops": float(row["flops"]),
+        "prob": prob,
+        "loss_median": float(row["loss_median"]),
+        "loss_interval": [float(row[f"loss_low_{label}"]), float(row[f"loss_high_{label}"])],
+        "new_run_interval": [
+            float(row[f"new_run_low_{label}"]),
+            float(row[f"new_run_high_{label}"]),
+        ],
+    }
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        low, high = result["loss_interval"]
+        new_low, new_high = result["new_run_interval"]
+        typer.echo(
+            f"{result['arch']} N={n_active:.3g} D={tokens:.3g} E={experts:g} "
+            f"C={result['flops']:.3g}: expected loss {result['loss_median']:.4f} "
+            f"[{low:.4f}, {high:.4f}] ({label}%); a new run [{new_low:.4f}, {new_high:.4f}]"
+        )
+    if plot is not None:
+        from bayes_scaling.plots import plot_loss_vs_compute
+
+        figure = plot_loss_vs_compute(posterior)
+        figure.axes[0].axvline(result["flops"], color="k", linestyle=":", linewidth=1)
+        figure.savefig(plot, dpi=120, bbox_inches="tight")
+        typer.echo(f"wrote {plot}")
+
+
 def main() -> None:
     """Entry point for ``python -m bayes_scaling``."""
     app()

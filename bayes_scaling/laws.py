@@ -82,8 +82,20 @@ def saturating_experts(experts, e_start, e_max):  # type: ignore[no-untyped-def]
 
 
 def joint_log_loss(  # type: ignore[no-untyped-def]
-    log_n, log_d, log_experts, log_a, alpha, delta, gamma, log_b, beta, omega, zeta, log_e,
-    e_start=2.0732, e_max=290.45,
+    log_n,
+    log_d,
+    log_experts,
+    log_a,
+    alpha,
+    delta,
+    gamma,
+    log_b,
+    beta,
+    omega,
+    zeta,
+    log_e,
+    e_start=2.0732,
+    e_max=290.45,
 ):
     """Ludziejewski et al. 2025 (arXiv:2502.05172), joint MoE law with memory constraints.
 
@@ -181,8 +193,14 @@ def chinchilla_optimal(flops, log_a, alpha, log_b, beta):  # type: ignore[no-unt
     return n_opt, np.asarray(flops, dtype=float) / (6.0 * n_opt)
 
 
-def optimal_allocation(law: Law, params: dict[str, Any], flops: Any, experts: Any = 1.0,
-                       granularity: Any = 1.0, tolerance: float = 1e-7) -> tuple[Any, Any, Any]:
+def optimal_allocation(
+    law: Law,
+    params: dict[str, Any],
+    flops: Any,
+    experts: Any = 1.0,
+    granularity: Any = 1.0,
+    tolerance: float = 1e-7,
+) -> tuple[Any, Any, Any]:
     """Numerical compute-optimal (N, D, ln L) under C = 6 N D for any law, vectorized.
 
     Golden-section search over ln N in [ln C - 60, ln C / 2 + 10] (so D >= N / e^20), elementwise
@@ -190,8 +208,10 @@ def optimal_allocation(law: Law, params: dict[str, Any], flops: Any, experts: An
     unimodal in ln N for every law here.
     """
     log_c6 = np.log(np.asarray(flops, dtype=float) / 6.0)
-    extra = {"log_experts": np.log(np.asarray(experts, dtype=float)),
-             "log_granularity": np.log(np.asarray(granularity, dtype=float))}
+    extra = {
+        "log_experts": np.log(np.asarray(experts, dtype=float)),
+        "log_granularity": np.log(np.asarray(granularity, dtype=float)),
+    }
 
     def loss_at(log_n: np.ndarray) -> np.ndarray:
         inputs = {"log_n": log_n, "log_d": log_c6 - log_n, **extra}

@@ -67,8 +67,10 @@ def _check_columns(runs: pd.DataFrame, law: Law) -> None:
         values = pd.to_numeric(runs[column], errors="coerce")
         if values.isna().any() or (values <= 0).any():
             row = int(np.flatnonzero((values.isna() | (values <= 0)).to_numpy())[0]) + 1
-            raise MissingColumnError(f"row {row}, column {column!r}: the {law.name} law needs a "
-                                     "positive value on every run")
+            raise MissingColumnError(
+                f"row {row}, column {column!r}: the {law.name} law needs a "
+                "positive value on every run"
+            )
 
 
 def _arch_parameter(name: str, prior: Prior, pooling: str) -> Any:
@@ -113,16 +115,22 @@ def create_loss_model(runs: pd.DataFrame, spec: ModelSpec | None = None) -> pm.M
     _check_columns(runs, law)
     priors = spec.resolved_priors()
     coords = model_coords(runs)
-    inputs = log_inputs(runs.assign(**{c: 1.0 for c in ("experts", "granularity")
-                                       if c not in runs.columns}))
+    inputs = log_inputs(
+        runs.assign(**{c: 1.0 for c in ("experts", "granularity") if c not in runs.columns})
+    )
     with pm.Model(coords=coords) as model:
         data = {name: pm.Data(name, inputs[name], dims="run") for name in law.inputs}
-        arch_idx = pm.Data("arch_idx", pd.Categorical(runs["arch"], coords["arch"]).codes,
-                           dims="run")
-        eval_idx = pm.Data("eval_set_idx",
-                           pd.Categorical(runs["eval_set"], coords["eval_set"]).codes, dims="run")
-        sampled = {key: _arch_parameter(key, prior, spec.pooling)
-                   for key, prior in priors.items() if key not in ("log_e", "sigma", "nu")}
+        arch_idx = pm.Data(
+            "arch_idx", pd.Categorical(runs["arch"], coords["arch"]).codes, dims="run"
+        )
+        eval_idx = pm.Data(
+            "eval_set_idx", pd.Categorical(runs["eval_set"], coords["eval_set"]).codes, dims="run"
+        )
+        sampled = {
+            key: _arch_parameter(key, prior, spec.pooling)
+            for key, prior in priors.items()
+            if key not in ("log_e", "sigma", "nu")
+        }
         params = raw_from_ref(spec.law, sampled)
         for raw in RAW_FROM_REF[spec.law]:
             params[raw] = pm.Deterministic(raw, params[raw], dims="arch")
