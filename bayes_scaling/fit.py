@@ -111,7 +111,7 @@ class ConvergenceReport:
 
 def _parameter_names(posterior: xr.Dataset) -> list[str]:
     """Posterior variables that are parameters (not per-run quantities)."""
-    return [name for name in posterior.data_vars if "run" not in posterior[name].dims]
+    return [str(name) for name in posterior.data_vars if "run" not in posterior[name].dims]
 
 
 def _flat_labels(dataset: xr.Dataset) -> dict[str, float]:
@@ -170,7 +170,8 @@ class Posterior:
             **tree.attrs,
             "bayes_scaling_version": __version__,
             "spec": self.spec.to_json(),
-            "runs": self.runs.to_json(orient="split", double_precision=15),
+            # CSV with 17 significant digits round-trips every float64 exactly.
+            "runs": self.runs.to_csv(index=False, float_format="%.17g"),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(
@@ -193,9 +194,8 @@ class Posterior:
         missing = [key for key in ("spec", "runs") if key not in idata.attrs]
         if missing:
             raise ValueError(f"{path}: not a bayes_scaling posterior (no {missing} attribute)")
-        runs = pd.read_json(
-            io.StringIO(idata.attrs["runs"]), orient="split", dtype=False, convert_dates=False
-        )
+        labels = {"run_id": str, "source": str, "arch": str, "eval_set": str}
+        runs = pd.read_csv(io.StringIO(idata.attrs["runs"]), dtype=labels)
         runs = validate_runs(runs, origin=f"{path} (stored run table)")
         return cls(ModelSpec.from_json(idata.attrs["spec"]), runs, idata)
 

@@ -42,7 +42,7 @@ def _logsumexp(*terms: Any) -> Any:
     return top + xp.log(sum(xp.exp(term - top) for term in terms))
 
 
-def experts_log_loss(log_n, log_d, log_experts, log_a, alpha, gamma, log_b, beta, log_e):  # type: ignore[no-untyped-def]
+def experts_log_loss(log_n, log_d, log_experts, log_a, alpha, gamma, log_b, beta, log_e):
     """Wang et al. 2024 (arXiv:2410.05661), Chinchilla for E = 1 (Hoffmann et al. 2022).
 
     L(N, D, E) = A / (N^alpha * E^gamma) + B / D^beta + E_irr, returned as
@@ -53,12 +53,12 @@ def experts_log_loss(log_n, log_d, log_experts, log_a, alpha, gamma, log_b, beta
     )
 
 
-def chinchilla_log_loss(log_n, log_d, log_a, alpha, log_b, beta, log_e):  # type: ignore[no-untyped-def]
+def chinchilla_log_loss(log_n, log_d, log_a, alpha, log_b, beta, log_e):
     """Hoffmann et al. 2022 approach 3: L = E + A / N^alpha + B / D^beta (log-sum-exp form)."""
     return experts_log_loss(log_n, log_d, 0.0 * log_n, log_a, alpha, 0.0, log_b, beta, log_e)
 
 
-def granularity_log_loss(  # type: ignore[no-untyped-def]
+def granularity_log_loss(
     log_n, log_d, log_granularity, log_a, alpha, log_b, beta, log_g, gamma, log_e
 ):
     """Krajewski et al. 2024 (arXiv:2402.07871): L = c + (g / G^gamma + a) / N^alpha + b / D^beta.
@@ -73,7 +73,7 @@ def granularity_log_loss(  # type: ignore[no-untyped-def]
     )
 
 
-def saturating_experts(experts, e_start, e_max):  # type: ignore[no-untyped-def]
+def saturating_experts(experts, e_start, e_max):
     """Saturating expert count of Clark et al. 2022 / Ludziejewski et al. 2025.
 
     1 / Eh = 1 / (E - 1 + (1 / E_start - 1 / E_max)^-1) + 1 / E_max.
@@ -81,7 +81,7 @@ def saturating_experts(experts, e_start, e_max):  # type: ignore[no-untyped-def]
     return 1.0 / (1.0 / (experts - 1.0 + 1.0 / (1.0 / e_start - 1.0 / e_max)) + 1.0 / e_max)
 
 
-def joint_log_loss(  # type: ignore[no-untyped-def]
+def joint_log_loss(
     log_n,
     log_d,
     log_experts,
@@ -112,7 +112,7 @@ def joint_log_loss(  # type: ignore[no-untyped-def]
     )
 
 
-def clark_log_loss(log_n, log_experts, a, b, c, d, e_start=1.85, e_max=314.0):  # type: ignore[no-untyped-def]
+def clark_log_loss(log_n, log_experts, a, b, c, d, e_start=1.85, e_max=314.0):
     """Clark et al. 2022 (arXiv:2202.01169): ln L = a ln N + b ln Eh + c ln N ln Eh + d.
 
     N is in raw counts (natural logs throughout). The defaults of ``e_start`` and ``e_max`` are
@@ -158,7 +158,8 @@ LAWS: dict[str, Law] = {
             citation="Wang et al. 2024"),
         Law("granularity", granularity_log_loss, ("n_active", "tokens", "granularity"),
             ("log_n", "log_d", "log_granularity"),
-            ("log_a", "alpha", "log_b", "beta", "log_g", "gamma"), citation="Krajewski et al. 2024"),
+            ("log_a", "alpha", "log_b", "beta", "log_g", "gamma"),
+            citation="Krajewski et al. 2024"),
         Law("joint", joint_log_loss, ("n_active", "tokens", "experts"),
             ("log_n", "log_d", "log_experts"),
             ("log_a", "alpha", "delta", "gamma", "log_b", "beta", "omega", "zeta"),
@@ -179,7 +180,7 @@ def log_inputs(runs: Any) -> dict[str, np.ndarray]:
     }
 
 
-def chinchilla_optimal(flops, log_a, alpha, log_b, beta):  # type: ignore[no-untyped-def]
+def chinchilla_optimal(flops, log_a, alpha, log_b, beta):
     """Closed-form compute-optimal N and D of the Chinchilla law under C = 6 N D.
 
     N_opt = G (C/6)^(beta/(alpha+beta)), D_opt = G^-1 (C/6)^(alpha/(alpha+beta)),

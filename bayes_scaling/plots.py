@@ -11,12 +11,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from bayes_scaling.fit import Posterior  # noqa: E402
-from bayes_scaling.predict import predict_loss  # noqa: E402
+from bayes_scaling.fit import Posterior
+from bayes_scaling.predict import predict_loss
 
 __all__ = ["loss_curve", "plot_exponents", "plot_loss_vs_compute"]
 
@@ -107,8 +107,8 @@ def plot_exponents(
     """Posterior densities (histograms) of the law's exponents, one colour per arch."""
     names = [n for n in names if n in posterior.idata["posterior"]]
     if ax is None:
-        _, axes = plt.subplots(1, len(names), figsize=(3.5 * len(names), 3.2), squeeze=False)
-        axes = list(axes[0])
+        _, grid = plt.subplots(1, len(names), figsize=(3.5 * len(names), 3.2), squeeze=False)
+        axes = list(grid[0])
     else:
         axes = list(np.atleast_1d(ax))
     for axis, name in zip(axes, names, strict=False):

@@ -66,3 +66,57 @@ def test_datasets_export_writes_a_valid_table(tmp_path: Path) -> None:
 def test_unknown_dataset_exits_1_with_the_valid_names() -> None:
     result = runner.invoke(app, ["datasets", "show", "nope"])
     assert result.exit_code == 1 and "porian" in result.output
+
+
+def test_fit_strict_exits_2_when_unconverged_then_predict_json(tmp_path: Path) -> None:
+    import json
+
+    runs_file = tmp_path / "cbs.csv"
+    assert (
+        runner.invoke(
+            app, ["datasets", "export", "critical-batch", "--out", str(runs_file)]
+        ).exit_code
+        == 0
+    )
+    out = tmp_path / "post.nc"
+    args = [
+        "fit",
+        "--runs",
+        str(runs_file),
+        "--model",
+        "models/loss/chinchilla.toml",
+        "--out",
+        str(out),
+        "--draws",
+        "100",
+        "--tune",
+        "100",
+        "--chains",
+        "2",
+        "--seed",
+        "1",
+    ]
+    result = runner.invoke(app, [*args, "--strict"])
+    assert result.exit_code == 2 and "NOT converged" in result.output
+    assert out.exists()  # the posterior is kept even when the check fails
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(out),
+            "--n-active",
+            "1e9",
+            "--tokens",
+            "2e10",
+            "--json",
+            "--prob",
+            "0.8",
+            "--plot",
+            str(tmp_path / "p.png"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output.splitlines()[0])
+    low, high = answer["loss_interval"]
+    assert low < answer["loss_median"] < high and answer["prob"] == 0.8
+    assert (tmp_path / "p.png").stat().st_size > 10_000

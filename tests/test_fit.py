@@ -1,0 +1,89 @@
+"""Fitting: Chinchilla against Epoch AI, convergence reports, seeds, the one-file posterior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bayes_scaling.datasets import load_dataset
+from bayes_scaling.fit import Posterior, check_convergence, fit
+from bayes_scaling.spec import ModelSpec, read_spec
+from tests.simulate import simulate_runs
+
+MODELS = Path(__file__).resolve().parents[1] / "models" / "loss"
+TINY = {"draws": 150, "tune": 150, "chains": 2, "progressbar": False}
+
+
+@pytest.fixture(scope="module")
+def tiny_posterior() -> Posterior:
+    return fit(
+        simulate_runs(seed=2, runs_per_arch=15),
+        ModelSpec(pooling="hierarchical"),
+        random_seed=11,
+        **TINY,
+    )
+
+
+def test_chinchilla_matches_epoch_ai_within_two_standard_errors() -> None:
+    posterior = fit(
+        load_dataset("chinchilla"),
+        read_spec(MODELS / "chinchilla.toml"),
+        random_seed=0,
+        progressbar=False,
+    )
+    report = posterior.convergence()
+    assert report.ok, str(report)
+    draws = posterior.idata["posterior"]
+    # Epoch AI (arXiv:2404.10102), estimate (SE):
+    # E = 1.8172 (0.0257), alpha = 0.3478 (0.0154), beta = 0.3658 (0.0206)
+    for value, estimate, error in (
+        (float(draws["irreducible"].mean()), 1.8172, 0.0257),
+        (float(draws["alpha"].mean()), 0.3478, 0.0154),
+        (float(draws["beta"].mean()), 0.3658, 0.0206),
+    ):
+        assert abs(value - estimate) < 2 * error, (value, estimate)
+
+
+def test_same_seed_same_posterior_and_other_seed_differs(tiny_posterior: Posterior) -> None:
+    again = fit(tiny_posterior.runs, tiny_posterior.spec, random_seed=11, **TINY)
+    other = fit(tiny_posterior.runs, tiny_posterior.spec, random_seed=12, **TINY)
+    alpha = tiny_posterior.idata["posterior"]["alpha"].to_numpy()
+    assert np.array_equal(alpha, again.idata["posterior"]["alpha"].to_numpy())
+    assert not np.array_equal(alpha, other.idata["posterior"]["alpha"].to_numpy())
+
+
+def test_short_chains_fail_the_check_and_name_parameters(tiny_posterior: Posterior) -> None:
+    report = check_convergence(tiny_posterior.idata)
+    assert not report.ok  # 2 x 150 draws cannot reach a bulk ESS of 400
+    assert "alpha_mu" in report.bad_ess and "more --tune and --draws" in str(report)
+
+
+def test_save_load_round_trip_keeps_draws_spec_version_and_runs(
+    tiny_posterior: Posterior, tmp_path: Path
+) -> None:
+    path = tiny_posterior.save(tmp_path / "post.nc")
+    back = Posterior.load(path)
+    assert back.spec == tiny_posterior.spec
+    assert back.version == tiny_posterior.version
+    assert back.runs["run_id"].tolist() == tiny_posterior.runs["run_id"].tolist()
+    np.testing.assert_array_equal(back.runs["loss"], tiny_posterior.runs["loss"])
+    for name in ("alpha", "log_e", "sigma"):
+        np.testing.assert_array_equal(
+            back.idata["posterior"][name].to_numpy(),
+            tiny_posterior.idata["posterior"][name].to_numpy(),
+        )
+    assert [p.name for p in tmp_path.iterdir()] == ["post.nc"]  # no temporary left behind
+
+
+def test_loading_a_foreign_netcdf_is_refused(tiny_posterior: Posterior, tmp_path: Path) -> None:
+    path = tmp_path / "plain.nc"
+    tiny_posterior.idata.to_netcdf(path, engine="h5netcdf")
+    with pytest.raises(ValueError, match="not a bayes_scaling posterior"):
+        Posterior.load(path)
+
+
+def test_unknown_sampler_is_refused(tiny_posterior: Posterior) -> None:
+    with pytest.raises(ValueError, match="unknown sampler"):
+        fit(tiny_posterior.runs, tiny_posterior.spec, sampler="gibbs", **TINY)

@@ -1,0 +1,88 @@
+"""The loss model: dims, pooling variants, finite gradients, priors, prior predictive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytest
+
+from bayes_scaling.laws import LAWS
+from bayes_scaling.loss_model import MissingColumnError, create_loss_model
+from bayes_scaling.priors import UnknownPriorError, default_priors
+from bayes_scaling.spec import POOLINGS, ModelSpec, SpecError
+from tests.helpers import assert_finite_gradient
+from tests.simulate import simulate_runs
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return simulate_runs(seed=1, runs_per_arch=20)
+
+
+# Every law with hierarchical pooling, and every pooling with the experts law (compiling a
+# gradient takes seconds, so not the full cross product).
+@pytest.mark.parametrize(
+    ("law", "pooling"),
+    [(law, "hierarchical") for law in sorted(LAWS)]
+    + [("experts", pooling) for pooling in POOLINGS if pooling != "hierarchical"],
+)
+def test_every_law_and_pooling_builds_with_dims_and_finite_gradient(runs, law, pooling) -> None:
+    model = create_loss_model(runs, ModelSpec(law=law, pooling=pooling))
+    assert model.coords["arch"] == ("dense", "moe")
+    assert len(model.coords["run"]) == 40
+    for variable in model.free_RVs + model.deterministics:
+        assert model.named_vars_to_dims.get(variable.name) is not None or variable.ndim == 0
+    for name in LAWS[law].arch_params:
+        assert model.named_vars_to_dims[name] == ("arch",)
+    assert model.named_vars_to_dims["log_loss"] == ("run",)
+    assert_finite_gradient(model)
+
+
+def test_pooling_variants_share_as_they_claim(runs) -> None:
+    free = {
+        p: {v.name for v in create_loss_model(runs, ModelSpec(pooling=p)).free_RVs}
+        for p in POOLINGS
+    }
+    assert "alpha_mu" in free["pooled"] and "alpha_spread" not in free["pooled"]
+    assert {"alpha_mu", "alpha_spread", "alpha_z"} <= free["hierarchical"]
+    assert "alpha" in free["separate"] and "alpha_mu" not in free["separate"]
+
+
+def test_inputs_are_data_so_extrapolation_is_set_data(runs) -> None:
+    model = create_loss_model(runs, ModelSpec())
+    assert {"log_n", "log_d", "log_experts", "arch_idx", "eval_set_idx"} <= set(model.named_vars)
+    with model:
+        pm.set_data({"log_n": np.full(40, np.log(1e12))})
+    assert np.allclose(model["log_n"].get_value(), np.log(1e12))
+
+
+def test_prior_predictive_losses_are_plausible(runs) -> None:
+    model = create_loss_model(runs, ModelSpec(law="chinchilla", pooling="pooled"))
+    prior = pm.sample_prior_predictive(draws=200, model=model, random_seed=3)
+    loss = np.exp(prior["prior_predictive"]["log_loss"].to_numpy())
+    median = np.median(loss)
+    assert 1.0 < median < 10.0, median
+
+
+def test_law_missing_a_column_is_refused_with_its_name(runs) -> None:
+    with pytest.raises(MissingColumnError, match="experts"):
+        create_loss_model(runs.drop(columns=["experts"]), ModelSpec(law="experts"))
+
+
+def test_priors_override_and_unknown_keys_list_valid_ones(runs) -> None:
+    spec = ModelSpec(priors={"alpha": {"mu": 0.5, "sigma": 0.01}})
+    assert spec.resolved_priors()["alpha"].mu == 0.5
+    assert default_priors("experts")["alpha"].mu == 0.3  # defaults are fresh, not mutated
+    with pytest.raises(ValueError, match="log_a_ref"):
+        ModelSpec(priors={"alpah": {"mu": 0.5}})
+    with pytest.raises(SpecError, match="expected mu, sigma, spread"):
+        ModelSpec(priors={"alpha": {"center": 1.0}})
+    with pytest.raises(UnknownPriorError, match="unknown law"):
+        default_priors("kaplan")
+
+
+def test_literature_priors_centre_on_published_values() -> None:
+    weak, literature = default_priors("chinchilla"), default_priors("chinchilla", literature=True)
+    assert literature["alpha"].mu == pytest.approx(0.3478)
+    assert literature["log_e"].mu == pytest.approx(np.log(1.8172))
+    assert literature["alpha"].sigma < weak["alpha"].sigma
