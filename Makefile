@@ -23,9 +23,14 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.dev
 
+# Fits the bundled DeepMind routed runs (dense + three routers, hierarchical over arch) and
+# extrapolates to a 13B-parameter model with a plot of loss vs compute (about 2 minutes).
 demo: $(VENV)/.core
 	$(BIN)/bayes-scaling datasets list
 	$(BIN)/bayes-scaling datasets show deepmind-routing
+	mkdir -p out
+	$(BIN)/bayes-scaling fit --dataset deepmind-routing --model models/loss/wang2024.toml --out out/deepmind.nc
+	$(BIN)/bayes-scaling predict out/deepmind.nc --n-active 1.3e10 --tokens 1.3e11 --experts 64 --arch moe-sbase --plot out/deepmind.png
 
 # The fast tier (the default); pytest's exit status 5 ("no tests collected") fails make too.
 test: $(VENV)/.dev
