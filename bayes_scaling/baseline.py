@@ -17,7 +17,7 @@ from scipy.optimize import minimize
 
 from bayes_scaling.laws import experts_log_loss, log_inputs
 
-__all__ = ["HuberFit", "bootstrap_huber", "fit_huber"]
+__all__ = ["HuberFit", "RecipeFit", "bootstrap_huber", "fit_huber", "steplaw_recipe"]
 
 # Hoffmann et al.'s grid of initialisations (REFERENCE.md section 6), plus gamma for experts.
 GRID = {
@@ -94,3 +94,40 @@ def bootstrap_huber(
         sample = runs.iloc[rng.integers(0, len(runs), len(runs))]
         fits.append(fit_huber(sample, experts=experts, starts=start))
     return full, fits
+
+
+@dataclass(frozen=True)
+class RecipeFit:
+    """Least-squares power laws of the optimum: ln y = coef[0] + sum coef[i] ln x_i."""
+
+    lr_coef: dict[str, float]
+    batch_coef: dict[str, float]
+    kept_runs: int
+
+    def predict(self, n_active: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Optimal (lr, batch tokens) at the given active parameters and tokens."""
+        logs = {"log_n": np.log(n_active), "log_d": np.log(tokens)}
+        lr = self.lr_coef["const"] + sum(v * logs[k] for k, v in self.lr_coef.items() if k in logs)
+        batch = self.batch_coef["const"] + sum(
+            v * logs[k] for k, v in self.batch_coef.items() if k in logs
+        )
+        return np.exp(lr), np.exp(batch)
+
+
+def steplaw_recipe(runs: pd.DataFrame, within: float = 0.0025) -> RecipeFit:
+    """The Step Law recipe users run today: in each (arch, N, D) cell keep the runs within
+    ``within`` (0.25%) of the cell's best loss, then least squares of ln lr on ln N and ln D and
+    of ln batch on ln D over the kept runs (Li et al. 2025; REFERENCE.md)."""
+    best = runs.groupby(["arch", "n_active", "n_total", "tokens"])["loss"].transform("min")
+    kept = runs[runs["loss"] <= (1.0 + within) * best]
+    log_n, log_d = np.log(kept["n_active"].to_numpy()), np.log(kept["tokens"].to_numpy())
+    ones = np.ones(len(kept))
+    lr, *_ = np.linalg.lstsq(np.column_stack([ones, log_n, log_d]), np.log(kept["lr"]), rcond=None)
+    batch, *_ = np.linalg.lstsq(
+        np.column_stack([ones, log_d]), np.log(kept["batch_tokens"]), rcond=None
+    )
+    return RecipeFit(
+        {"const": float(lr[0]), "log_n": float(lr[1]), "log_d": float(lr[2])},
+        {"const": float(batch[0]), "log_d": float(batch[1])},
+        len(kept),
+    )

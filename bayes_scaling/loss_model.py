@@ -127,7 +127,7 @@ def create_loss_model(runs: pd.DataFrame, spec: ModelSpec | None = None) -> pm.M
             "eval_set_idx", pd.Categorical(runs["eval_set"], coords["eval_set"]).codes, dims="run"
         )
         sampled = {
-            key: _arch_parameter(key, prior, spec.pooling)
+            key: _arch_parameter(key, prior, "pooled" if key in spec.shared else spec.pooling)
             for key, prior in priors.items()
             if key not in ("log_e", "sigma", "nu")
         }

@@ -94,7 +94,7 @@ def plot_loss_vs_compute(
         yscale="log",
         xlabel="training FLOPs",
         ylabel="loss (nats/token)",
-        title=f"{posterior.spec.name or posterior.spec.law}: bands "
+        title=f"{posterior.spec.name or 'loss law'}: bands "
         f"{', '.join(f'{100 * p:g}%' for p in probs)}",
     )
     ax.legend(fontsize="small")
@@ -113,7 +113,10 @@ def plot_exponents(
         axes = list(np.atleast_1d(ax))
     for axis, name in zip(axes, names, strict=False):
         values = posterior.idata["posterior"][name]
+        routed = set(posterior.runs.loc[posterior.runs["experts"] > 1, "arch"])
         for arch in values["arch"].to_numpy():
+            if name == "gamma" and arch not in routed:
+                continue  # no expert count varies: gamma is its prior, not a result
             axis.hist(
                 values.sel(arch=arch).to_numpy().ravel(),
                 bins=40,
@@ -124,3 +127,120 @@ def plot_exponents(
         axis.set(xlabel=name, yticks=[])
     axes[0].legend(fontsize="small")
     return axes[0].figure
+
+
+def _cell_table(posterior: Posterior) -> pd.DataFrame:
+    """One row per fitted cell with the posterior median optimum (hyper posteriors)."""
+    from bayes_scaling.hyper_model import assign_cells
+
+    _, cells = assign_cells(posterior.fitted_runs)
+    draws = posterior.idata["posterior"]
+    cells["lr_opt"] = np.exp(draws["log_lr_opt"].median(("chain", "draw")).to_numpy())
+    cells["batch_opt"] = np.exp(draws["log_batch_opt"].median(("chain", "draw")).to_numpy())
+    cells["flops"] = 6.0 * cells["n_active"] * cells["tokens"]
+    return cells
+
+
+def plot_optimum_vs_scale(
+    posterior: Posterior,
+    extend: float = 10.0,
+    prob: float = 0.9,
+    points: int = 30,
+    axes: Any = None,
+) -> Any:
+    """Optimal learning rate and batch size against training FLOPs, per arch: the posterior
+    median and ``prob`` band for a new cell along the arch's tokens-per-parameter path (the
+    median of its runs), out to ``extend`` times its largest model; each fitted cell's own
+    optimum overlaid."""
+    from bayes_scaling.predict import recommend_hyperparameters
+
+    cells = _cell_table(posterior)
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure = axes[0].figure
+    label = f"{100 * prob:g}"
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (arch, group) in enumerate(cells.groupby("arch")):
+        color = colors[index % len(colors)]
+        sizes = np.geomspace(group["n_active"].min(), extend * group["n_active"].max(), points)
+        ratio = float(np.median(group["tokens"] / group["n_active"]))
+        sparsity = float(np.median(group["n_total"] / group["n_active"]))
+        request = {
+            "n_active": sizes,
+            "tokens": ratio * sizes,
+            "n_total": sparsity * sizes,
+            "arch": [arch] * points,
+        }
+        curve = recommend_hyperparameters(posterior, request, probs=(prob,))
+        for axis, name in zip(axes, ("lr", "batch"), strict=True):
+            axis.fill_between(
+                curve["flops"],
+                curve[f"{name}_low_{label}"],
+                curve[f"{name}_high_{label}"],
+                color=color,
+                alpha=0.2,
+                linewidth=0,
+            )
+            axis.plot(curve["flops"], curve[f"{name}_median"], color=color, label=str(arch))
+            axis.scatter(group["flops"], group[f"{name}_opt"], color=color, s=14, edgecolor="k")
+    axes[0].set(xscale="log", yscale="log", xlabel="training FLOPs", ylabel="optimal lr")
+    axes[1].set(
+        xscale="log", yscale="log", xlabel="training FLOPs", ylabel="optimal batch (tokens)"
+    )
+    axes[0].legend(fontsize="small")
+    figure.suptitle(f"{posterior.spec.name or 'hyper'}: medians and {label}% bands (new cells)")
+    return figure
+
+
+def plot_bowl(posterior: Posterior, cell: int = 0, ax: Any = None) -> Any:
+    """One cell's runs over (lr, batch) coloured by loss, the posterior median bowl as
+    contours (relative loss above the cell's minimum), its optimum, and diverged runs as x."""
+    from bayes_scaling.hyper_model import CELL_COLUMNS, assign_cells
+
+    codes, cells = assign_cells(posterior.fitted_runs)
+    if not 0 <= cell < len(cells):
+        raise ValueError(f"cell {cell} out of range: the posterior has {len(cells)} cells")
+    draws = posterior.idata["posterior"]
+
+    def median(name: str) -> Any:
+        return draws[name].median(("chain", "draw")).to_numpy()
+
+    u0, v0 = median("log_lr_opt")[cell], median("log_batch_opt")[cell]
+    h_u, h_v = np.exp(median("log_h_lr_cell")[cell]), np.exp(median("log_h_batch_cell")[cell])
+    arch_index = list(draws["arch"].to_numpy()).index(cells["arch"].iloc[cell])
+    rho = float(median("rho")[arch_index])
+    runs = posterior.fitted_runs[codes == cell]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.5))
+    u = np.linspace(np.log(runs["lr"].min()) - 0.3, np.log(runs["lr"].max()) + 0.3, 80)
+    v = np.linspace(
+        np.log(runs["batch_tokens"].min()) - 0.3, np.log(runs["batch_tokens"].max()) + 0.3, 80
+    )
+    grid_u, grid_v = np.meshgrid(u, v)
+    du, dv = grid_u - u0, grid_v - v0
+    bowl = np.expm1(0.5 * (h_u * du**2 + 2 * rho * np.sqrt(h_u * h_v) * du * dv + h_v * dv**2))
+    levels = [0.0025, 0.005, 0.01, 0.02, 0.05]
+    contours = ax.contour(np.exp(grid_u), np.exp(grid_v), bowl, levels=levels, colors="grey")
+    ax.clabel(contours, fmt=lambda x: f"+{100 * x:g}%", fontsize="x-small")
+    shown = ax.scatter(runs["lr"], runs["batch_tokens"], c=runs["loss"], cmap="viridis", s=25)
+    ax.figure.colorbar(shown, ax=ax, label="loss")
+    ax.scatter([np.exp(u0)], [np.exp(v0)], marker="*", s=200, color="red", label="optimum")
+    key = cells.iloc[cell]
+    diverged = posterior.diverged_runs
+    if len(diverged):
+        same = np.ones(len(diverged), dtype=bool)
+        for column in CELL_COLUMNS:
+            same &= (diverged[column] == key[column]).to_numpy()
+        ax.scatter(
+            diverged.loc[same, "lr"], diverged.loc[same, "batch_tokens"], marker="x",
+            color="k", label="diverged (not fitted)",
+        )  # fmt: skip
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="learning rate",
+        ylabel="batch (tokens)",
+        title=f"{key['arch']} N={key['n_active']:.3g} D={key['tokens']:.3g}",
+    )
+    ax.legend(fontsize="small", loc="upper left")
+    return ax.figure

@@ -120,3 +120,31 @@ def test_fit_strict_exits_2_when_unconverged_then_predict_json(tmp_path: Path) -
     low, high = answer["loss_interval"]
     assert low < answer["loss_median"] < high and answer["prob"] == 0.8
     assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_fit_hyper_lists_diverged_runs_then_predict_gives_lr_and_batch(tmp_path: Path) -> None:
+    import json
+
+    from bayes_scaling.runs import write_runs
+    from tests.simulate import simulate_grid
+
+    runs = simulate_grid(seed=6, diverged=2)
+    runs_file = write_runs(runs, tmp_path / "grid.csv")
+    out = tmp_path / "hyper.nc"
+    result = runner.invoke(
+        app,
+        ["fit", "--runs", str(runs_file), "--model", "models/hyper/steplaw.toml", "--out", str(out),
+         "--draws", "200", "--tune", "200", "--chains", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 run(s) flagged as diverged" in result.output
+    for run_id in runs.loc[runs["truly_diverged"], "run_id"]:
+        assert run_id in result.output
+    result = runner.invoke(
+        app, ["predict", str(out), "--n-active", "5e8", "--tokens", "2e10", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["lr_interval"][0] < answer["lr"] < answer["lr_interval"][1]
+    assert answer["batch_interval"][0] < answer["batch_tokens"] < answer["batch_interval"][1]
+    assert 1e-5 < answer["lr"] < 1e-1 and 1e4 < answer["batch_tokens"] < 1e8
