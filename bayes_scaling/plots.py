@@ -18,7 +18,16 @@ import pandas as pd
 from bayes_scaling.fit import Posterior
 from bayes_scaling.predict import predict_loss
 
-__all__ = ["loss_curve", "plot_exponents", "plot_loss_vs_compute"]
+__all__ = [
+    "loss_curve",
+    "plot_bowl",
+    "plot_exponents",
+    "plot_frontier",
+    "plot_isoflop",
+    "plot_loss_vs_compute",
+    "plot_optimum_vs_scale",
+    "plot_p_moe_better",
+]
 
 
 def _typical_experts(runs: pd.DataFrame) -> int:
@@ -243,4 +252,86 @@ def plot_bowl(posterior: Posterior, cell: int = 0, ax: Any = None) -> Any:
         title=f"{key['arch']} N={key['n_active']:.3g} D={key['tokens']:.3g}",
     )
     ax.legend(fontsize="small", loc="upper left")
+    return ax.figure
+
+
+def plot_frontier(
+    posterior: Posterior,
+    budgets: Sequence[float] = (1e18, 1e25),
+    prob: float = 0.9,
+    mark: float | None = None,
+    axes: Any = None,
+) -> Any:
+    """N_opt(C) and D_opt(C) per arch, medians with ``prob`` bands (compute-optimal frontier
+    of :func:`bayes_scaling.decide.frontier`); ``mark`` draws a vertical line at a budget."""
+    from bayes_scaling.decide import frontier
+
+    grid = np.geomspace(budgets[0], budgets[-1], 40)
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+    label = f"{100 * prob:g}"
+    for arch in posterior.idata["posterior"]["arch"].to_numpy():
+        table = frontier(posterior, grid, str(arch)).summary(probs=(prob,))
+        for axis, name in zip(axes, ("n_opt", "d_opt"), strict=True):
+            line = axis.plot(table["flops"], table[f"{name}_median"], label=str(arch))[0]
+            axis.fill_between(
+                table["flops"],
+                table[f"{name}_low_{label}"],
+                table[f"{name}_high_{label}"],
+                color=line.get_color(),
+                alpha=0.2,
+                linewidth=0,
+            )
+    for axis, name in zip(axes, ("optimal active parameters N", "optimal tokens D"), strict=True):
+        axis.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel=name)
+        if mark is not None:
+            axis.axvline(mark, color="k", linestyle=":", linewidth=1)
+    axes[0].legend(fontsize="small")
+    axes[0].figure.suptitle(f"compute-optimal frontier, medians and {label}% bands")
+    return axes[0].figure
+
+
+def plot_isoflop(
+    posterior: Posterior,
+    budgets: Sequence[float],
+    arch: str | None = None,
+    prob: float = 0.9,
+    ax: Any = None,
+) -> Any:
+    """Expected loss against N at fixed budgets (isoFLOP curves), with ``prob`` bands."""
+    from bayes_scaling.decide import _arch_experts, _column, _log_loss, _pick, law_parameters
+
+    arch = _pick(posterior, "arch", arch)
+    experts = _arch_experts(posterior, arch)[-1]
+    params = _column(law_parameters(posterior, arch))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    tail = (1.0 - prob) / 2.0
+    for budget in budgets:
+        n = np.geomspace(budget**0.5 / 1e3, budget**0.5 / 2, 60)
+        log_n, log_d = np.log(n), np.log(budget / (6.0 * n))
+        loss = np.exp(_log_loss(posterior.spec.law, params, log_n, log_d, experts, 1.0))  # type: ignore[union-attr]
+        line = ax.plot(n, np.median(loss, axis=0), label=f"C = {budget:.0e}")[0]
+        ax.fill_between(
+            n,
+            np.quantile(loss, tail, axis=0),
+            np.quantile(loss, 1 - tail, axis=0),
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
+    ax.set(xscale="log", xlabel="active parameters N", ylabel="loss", title=f"isoFLOP, {arch}")
+    ax.legend(fontsize="small")
+    return ax.figure
+
+
+def plot_p_moe_better(table: pd.DataFrame, ax: Any = None) -> Any:
+    """P(MoE beats dense) against the budget, from :func:`bayes_scaling.decide.moe_vs_dense`."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    for arch, group in table.groupby("moe_arch"):
+        ax.plot(group["flops"], group["p_moe_better"], marker="o", label=str(arch))
+    ax.axhline(0.5, color="grey", linestyle=":")
+    ax.set(xscale="log", ylim=(0, 1), xlabel="training FLOPs C", ylabel="P(MoE loss < dense)")
+    ax.legend(fontsize="small")
     return ax.figure

@@ -15,3 +15,19 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"{SHARED_DATA} is missing: the tests need ../shared/data beside the project")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def chinchilla_posterior():  # type: ignore[no-untyped-def]
+    """The dense law fitted on Epoch AI's Chinchilla transcription (full chains, ~25 s)."""
+    from bayes_scaling.datasets import load_dataset
+    from bayes_scaling.fit import fit
+    from bayes_scaling.spec import read_spec
+
+    models = Path(__file__).resolve().parents[1] / "models" / "loss"
+    return fit(
+        load_dataset("chinchilla"),
+        read_spec(models / "chinchilla.toml"),
+        random_seed=0,
+        progressbar=False,
+    )

@@ -26,13 +26,10 @@ def tiny_posterior() -> Posterior:
     )
 
 
-def test_chinchilla_matches_epoch_ai_within_two_standard_errors() -> None:
-    posterior = fit(
-        load_dataset("chinchilla"),
-        read_spec(MODELS / "chinchilla.toml"),
-        random_seed=0,
-        progressbar=False,
-    )
+def test_chinchilla_matches_epoch_ai_within_two_standard_errors(
+    chinchilla_posterior: Posterior,
+) -> None:
+    posterior = chinchilla_posterior
     report = posterior.convergence()
     assert report.ok, str(report)
     draws = posterior.idata["posterior"]
