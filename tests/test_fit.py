@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bayes_scaling.datasets import load_dataset
 from bayes_scaling.fit import Posterior, check_convergence, fit
-from bayes_scaling.spec import ModelSpec, read_spec
+from bayes_scaling.spec import ModelSpec
 from tests.simulate import simulate_runs
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "loss"
