@@ -156,8 +156,11 @@ tables = pd.concat(
     ],
     ignore_index=True,
 )
-columns = ["moe_arch", "flops", "p_moe_better", "data_gain_median", "data_gain_low_90",
-           "data_gain_high_90", "leverage_median", "leverage_low_90", "leverage_high_90"]  # fmt: skip
+columns = ["moe_arch", "flops", "p_moe_better"] + [
+    f"{name}_{part}"
+    for name in ("data_gain", "leverage")
+    for part in ("median", "low_90", "high_90")
+]
 print(tables[columns].round(3).to_string(index=False))
 plot_p_moe_better(tables)
 plt.show()
