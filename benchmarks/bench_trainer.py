@@ -1,0 +1,120 @@
+"""Trainer throughput on this machine: dense vs MoE at equal active parameters, and MoE's
+grouped-matmul dispatch vs the per-expert loop, with peak memory, side by side in one run.
+
+Each configuration trains for ``--steps`` optimizer steps (after 3 warm-up steps) in its own
+subprocess, so the peak resident memory (CPU) or peak allocated memory (CUDA) is its own.
+Ratios are relative to the dense model, measured in the same run.
+
+    .venv/bin/python benchmarks/bench_trainer.py [--steps 30 --d-model 64 --layers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "bench_trainer.csv"
+
+
+def measure(spec: dict) -> dict:
+    """Train ``spec`` for its steps in this process; tokens/s and peak memory."""
+    import torch
+
+    from bayes_scaling.train.model import ModelConfig, Transformer, parameter_counts
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    config = ModelConfig(**spec["model"])
+    torch.manual_seed(0)
+    model = Transformer(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, 256, (spec["batch"], config.seq_len), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> None:
+        with autocast:
+            _, loss, aux = model(x, x)
+        (loss + aux).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(spec["steps"]):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    seconds = time.perf_counter() - started
+    counts = parameter_counts(config)
+    return {
+        "tokens_per_s": spec["steps"] * spec["batch"] * config.seq_len / seconds,
+        "peak_memory_mib": peak,
+        "n_active": counts["n_active"],
+        "n_total": counts["n_total"],
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(json.loads(args.child))))
+        return
+    shape = {"d_model": args.d_model, "n_layers": args.layers, "seq_len": args.seq_len,
+             "n_heads": 4}  # fmt: skip
+    variants = {
+        "dense": {**shape},
+        f"moe E={args.experts} top-1, grouped": {**shape, "experts": args.experts,
+                                                 "dispatch": "grouped"},
+        f"moe E={args.experts} top-1, loop": {**shape, "experts": args.experts,
+                                              "dispatch": "loop"},
+        f"moe E={args.experts} top-2 G=2, grouped": {**shape, "experts": args.experts,
+                                                     "top_k": 2, "granularity": 2,
+                                                     "dispatch": "grouped"},
+    }  # fmt: skip
+    rows = []
+    for name, model in variants.items():
+        spec = {"model": model, "batch": args.batch, "steps": args.steps}
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(spec)],
+            capture_output=True, text=True, check=True, env={**os.environ},
+        )  # fmt: skip
+        row = {"variant": name, **json.loads(result.stdout.strip().splitlines()[-1])}
+        rows.append(row)
+        print(f"{name}: {row['tokens_per_s']:.0f} tokens/s, {row['peak_memory_mib']:.0f} MiB")
+    table = pd.DataFrame(rows)
+    table["speed_vs_dense"] = table["tokens_per_s"] / table.loc[0, "tokens_per_s"]
+    table["memory_vs_dense"] = table["peak_memory_mib"] / table.loc[0, "peak_memory_mib"]
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    temporary = RESULTS.with_suffix(".tmp")
+    table.to_csv(temporary, index=False)
+    temporary.replace(RESULTS)
+    print(f"saved {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
