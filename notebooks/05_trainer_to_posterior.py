@@ -133,7 +133,8 @@ plt.show()
 plan = recommend_hyperparameters(
     hyper,
     {"n_active": [grid_runs["n_active"].max()] * 2, "tokens": [grid_runs["tokens"].max()] * 2,
-     "arch": ["dense", "moe"], "n_total": [grid_runs["n_active"].max(), grid_runs["n_total"].max()]},
+     "arch": ["dense", "moe"],
+     "n_total": [grid_runs["n_active"].max(), grid_runs["n_total"].max()]},
     probs=(0.9,),
 )  # fmt: skip
 print(plan[["arch", "lr_median", "lr_low_90", "lr_high_90", "batch_median", "batch_low_90",
