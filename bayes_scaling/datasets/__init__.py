@@ -103,6 +103,14 @@ DATASETS: dict[str, Dataset] = {
             True,
             730,
         ),
+        Dataset(
+            "trainer-cpu",
+            loaders.load_trainer_cpu,
+            "This package's CPU sweep: dense vs MoE at 4 sizes x 3 budgets, lr x batch grids",
+            "Apache-2.0 (produced by bayes_scaling)",
+            True,
+            44,
+        ),
     )
 }
 
