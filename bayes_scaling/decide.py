@@ -74,6 +74,17 @@ def published_posterior(
     )
 
 
+def _add_intervals(
+    out: pd.DataFrame, name: str, values: np.ndarray, probs: Sequence[float]
+) -> None:
+    """Columns ``<name>_median`` and ``<name>_low_/high_<p>`` over draws (axis 0)."""
+    out[f"{name}_median"] = np.median(values, axis=0)
+    for prob in probs:
+        tail, label = (1.0 - prob) / 2.0, f"{100 * prob:g}"
+        out[f"{name}_low_{label}"] = np.quantile(values, tail, axis=0)
+        out[f"{name}_high_{label}"] = np.quantile(values, 1.0 - tail, axis=0)
+
+
 def _check_budgets(budgets: Any) -> np.ndarray:
     values = np.atleast_1d(np.asarray(budgets, dtype=float))
     if values.size == 0 or not np.all(np.isfinite(values)) or np.any(values <= 0):
@@ -183,11 +194,7 @@ class Frontier:
             "loss": self.loss,
         }
         for name, values in quantities.items():
-            out[f"{name}_median"] = np.median(values, axis=0)
-            for prob in probs:
-                tail, label = (1.0 - prob) / 2.0, f"{100 * prob:g}"
-                out[f"{name}_low_{label}"] = np.quantile(values, tail, axis=0)
-                out[f"{name}_high_{label}"] = np.quantile(values, 1.0 - tail, axis=0)
+            _add_intervals(out, name, values, probs)
         return out
 
     def exponents(self, probs: Sequence[float] = (0.9,)) -> pd.DataFrame:
@@ -491,9 +498,5 @@ def moe_vs_dense(
             np.interp(-moe.loss[draw], -dense_fine[draw], log_grid) - np.log(budgets)
         )
     for name, values in (("data_gain", data_gain), ("leverage", leverage)):
-        out[f"{name}_median"] = np.median(values, axis=0)
-        for prob in probs:
-            tail, label = (1.0 - prob) / 2.0, f"{100 * prob:g}"
-            out[f"{name}_low_{label}"] = np.quantile(values, tail, axis=0)
-            out[f"{name}_high_{label}"] = np.quantile(values, 1.0 - tail, axis=0)
+        _add_intervals(out, name, values, probs)
     return out

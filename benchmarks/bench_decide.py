@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xarray as xr
+from _results import save_table
 
 from bayes_scaling.decide import frontier, moe_vs_dense, recommend
 from bayes_scaling.fit import Posterior
@@ -104,11 +105,7 @@ def main() -> None:
         print(f"{name}: {seconds:.3f} s", flush=True)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_suffix(".tmp")
-    table.to_csv(temporary, index=False)
-    temporary.replace(RESULTS)
-    print(f"saved {RESULTS}")
+    save_table(table, RESULTS)
 
 
 if __name__ == "__main__":

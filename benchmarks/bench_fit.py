@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+from _results import save_table
 
 from bayes_scaling.baseline import bootstrap_huber
 from bayes_scaling.datasets import load_dataset
@@ -123,11 +124,7 @@ def main() -> None:
     table = pd.DataFrame(rows)
     table["machine"] = f"{platform.machine()} x{os.cpu_count()} ({platform.python_version()})"
     print(table.drop(columns="machine").to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = args.out.with_suffix(".tmp")
-    table.to_csv(temporary, index=False)
-    temporary.replace(args.out)
-    print(f"saved {args.out}")
+    save_table(table, args.out)
 
 
 if __name__ == "__main__":

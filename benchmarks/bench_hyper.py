@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _results import save_table
 
 from bayes_scaling.datasets import load_dataset
 from bayes_scaling.fit import fit
@@ -54,11 +55,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_suffix(".tmp")
-    table.to_csv(temporary, index=False)
-    temporary.replace(RESULTS)
-    print(f"saved {RESULTS}")
+    save_table(table, RESULTS)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _results import save_table
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "bench_trainer.csv"
 
@@ -109,11 +110,7 @@ def main() -> None:
     table["speed_vs_dense"] = table["tokens_per_s"] / table.loc[0, "tokens_per_s"]
     table["memory_vs_dense"] = table["peak_memory_mib"] / table.loc[0, "peak_memory_mib"]
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    temporary = RESULTS.with_suffix(".tmp")
-    table.to_csv(temporary, index=False)
-    temporary.replace(RESULTS)
-    print(f"saved {RESULTS}")
+    save_table(table, RESULTS)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _results import save_table
 
 from bayes_scaling.baseline import steplaw_recipe
 from bayes_scaling.datasets import load_dataset
@@ -147,12 +148,8 @@ def main() -> None:
     print(f"N <= 537M: {time.perf_counter() - started:.0f} s, {small.convergence()}")
     result = held_out(small, steplaw_recipe(train), test)
     print(result.T.to_string())
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    for frame, name in ((table, "steplaw_exponents.csv"), (result, "heldout_steplaw.csv")):
-        temporary = RESULTS / f".{name}.tmp"
-        frame.to_csv(temporary, index=False)
-        temporary.replace(RESULTS / name)
-    print(f"saved {RESULTS / 'steplaw_exponents.csv'} and {RESULTS / 'heldout_steplaw.csv'}")
+    save_table(table, RESULTS / "steplaw_exponents.csv")
+    save_table(result, RESULTS / "heldout_steplaw.csv")
 
 
 if __name__ == "__main__":
