@@ -22,7 +22,7 @@
 #
 # With `BAYES_SCALING_SMALL=1` (the fast test tier) it runs `models/sweeps/tiny.toml` (32 runs,
 # about a minute) and short chains. Otherwise it also loads the bundled `trainer-cpu` data set,
-# the 44-run CPU sweep of `models/sweeps/cpu.toml`, and fits that.
+# the 48-run CPU sweep of `models/sweeps/cpu.toml`, and fits that.
 
 # %%
 import os
@@ -62,7 +62,7 @@ print(
 assert len(tiny) == 32
 
 # %% [markdown]
-# The run table to fit: the tiny sweep in SMALL mode, the bundled 44-run CPU sweep otherwise.
+# The run table to fit: the tiny sweep in SMALL mode, the bundled 48-run CPU sweep otherwise.
 
 # %%
 if SMALL:

@@ -123,3 +123,16 @@ def test_unknown_dataset_lists_the_valid_names() -> None:
 def test_bundled_dataset_takes_no_path(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bundled"):
         load_dataset("porian", path=tmp_path)
+
+
+def test_trainer_cpu_is_exactly_its_sweep_file() -> None:
+    """The bundled trainer-cpu runs are the runs of models/sweeps/cpu.toml, one each."""
+    pytest.importorskip("torch")
+    from bayes_scaling.train.loop import run_id_of
+    from bayes_scaling.train.sweep import expand_sweep
+
+    sweep = Path(__file__).resolve().parents[1] / "models" / "sweeps" / "cpu.toml"
+    _, configs = expand_sweep(sweep)
+    runs = load_dataset("trainer-cpu", include_diverged=True)
+    assert sorted(runs["run_id"]) == sorted(run_id_of(c) for c in configs)
+    assert set(runs["arch"]) == {"dense", "moe"} and runs["n_active"].nunique() >= 8

@@ -109,7 +109,7 @@ DATASETS: dict[str, Dataset] = {
             "This package's CPU sweep: dense vs MoE at 4 sizes x 3 budgets, lr x batch grids",
             "Apache-2.0 (produced by bayes_scaling)",
             True,
-            44,
+            48,
         ),
     )
 }
