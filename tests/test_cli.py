@@ -53,6 +53,7 @@ def test_datasets_list_names_every_dataset() -> None:
         "porian",
         "critical-batch",
         "pythia",
+        "trainer-cpu",
     ]
 
 
