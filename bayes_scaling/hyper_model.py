@@ -29,7 +29,7 @@ are flagged in the ``diverged`` column of the stored run table and listed by the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -155,6 +155,29 @@ def term_values(cells: pd.DataFrame, log_loss: Any = None) -> dict[str, Any]:
     return values
 
 
+def centre_law(
+    coefficient: Callable[[str], Any], terms: Sequence[str], covariates: dict[str, Any], prefix: str
+) -> Any:
+    """ln of the optimum the power law gives: ``<prefix>_0 + sum_t <prefix>_<t> x_t``.
+
+    ``coefficient(name)`` returns a parameter aligned with the covariates (PyTensor in the
+    model, numpy draws in prediction); only + and * are used, so both backends work.
+    """
+    law = coefficient(f"{prefix}_0")
+    for term in terms:
+        law = law + coefficient(f"{prefix}_{term}") * covariates[term]
+    return law
+
+
+def min_loss_law(coefficient: Callable[[str], Any], covariates: dict[str, Any]) -> Any:
+    """ln of a cell's minimum loss the regression gives: ``loss_0 + loss_n x_n + loss_d x_d``."""
+    return (
+        coefficient("loss_0")
+        + coefficient("loss_n") * covariates["log_n"]
+        + coefficient("loss_d") * covariates["log_d"]
+    )
+
+
 def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.Model:
     """Build the latent-optimum model for the runs not flagged as diverged.
 
@@ -204,19 +227,12 @@ def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.
         # Cell-level values are centred: a cell of ~100 runs pins its own minimum, centre and
         # curvature down, which is the regime where the centred form samples well.
         cell_log_loss = pm.Normal(
-            "cell_log_loss",
-            per_cell("loss_0")
-            + per_cell("loss_n") * covariates["log_n"]
-            + per_cell("loss_d") * covariates["log_d"],
-            tau["tau_loss"],
-            dims="cell",
+            "cell_log_loss", min_loss_law(per_cell, covariates), tau["tau_loss"], dims="cell"
         )
         covariates["log_l"] = cell_log_loss - LOG_L_REF
         centres = {}
         for prefix, terms in (("lr", spec.lr_terms), ("batch", spec.batch_terms)):
-            law = per_cell(f"{prefix}_0")
-            for term in terms:
-                law = law + per_cell(f"{prefix}_{term}") * covariates[term]
+            law = centre_law(per_cell, terms, covariates, prefix)
             centres[prefix] = pm.Normal(f"log_{prefix}_opt", law, tau[f"tau_{prefix}"], dims="cell")
         curvature = {}
         for name in ("lr", "batch"):

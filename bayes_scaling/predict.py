@@ -147,7 +147,7 @@ def recommend_hyperparameters(
     relative loss increase (a fraction) of training at it instead of at the unknown true
     optimum, from each draw's bowl. ``min_loss_*`` is the cell's loss at its optimum.
     """
-    from bayes_scaling.hyper_model import LOG_L_REF, term_values
+    from bayes_scaling.hyper_model import LOG_L_REF, centre_law, min_loss_law, term_values
     from bayes_scaling.spec import HyperSpec
 
     spec = posterior.spec
@@ -182,19 +182,11 @@ def recommend_hyperparameters(
         return mean + scale * rng.standard_normal(mean.shape)
 
     covariates = {k: v[np.newaxis, :] for k, v in term_values(frame).items()}
-    log_loss = new_cell(
-        arch_draw("loss_0")
-        + arch_draw("loss_n") * covariates["log_n"]
-        + arch_draw("loss_d") * covariates["log_d"],
-        "tau_loss",
-    )
+    log_loss = new_cell(min_loss_law(arch_draw, covariates), "tau_loss")
     covariates["log_l"] = log_loss - LOG_L_REF
     centre = {}
     for prefix, terms in (("lr", spec.lr_terms), ("batch", spec.batch_terms)):
-        law = arch_draw(f"{prefix}_0")
-        for term in terms:
-            law = law + arch_draw(f"{prefix}_{term}") * covariates[term]
-        centre[prefix] = new_cell(law, f"tau_{prefix}")
+        centre[prefix] = new_cell(centre_law(arch_draw, terms, covariates, prefix), f"tau_{prefix}")
     h_lr = np.exp(new_cell(arch_draw("log_h_lr"), "tau_h"))
     h_b = np.exp(new_cell(arch_draw("log_h_batch"), "tau_h"))
     rho = arch_draw("rho")
