@@ -1,0 +1,13 @@
+"""The ``bayes-scaling`` command: one typer app, its commands in one module per concern."""
+
+from __future__ import annotations
+
+from bayes_scaling.cli import data, decide, fitting, train  # noqa: F401  (register commands)
+from bayes_scaling.cli._common import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point for ``python -m bayes_scaling``."""
+    app()
