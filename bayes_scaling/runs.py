@@ -7,175 +7,58 @@ Rows are numbered from 1, not counting a file's header line, in every message.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-import math
 import os
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bayes_scaling._io import atomic_write
+from bayes_scaling.run_checks import (
+    BY_NAME,
+    COLUMNS,
+    NULLABLE,
+    REQUIRED_COLUMNS,
+    STATUSES,
+    RunProblem,
+    RunTableError,
+    as_numbers,
+    check_derived,
+    check_numbers,
+    check_relations,
+    check_status,
+    check_strings,
+)
+
 __all__ = [
     "COLUMNS",
     "REQUIRED_COLUMNS",
+    "STATUSES",
     "RunProblem",
     "RunTableError",
     "read_runs",
+    "split_diverged",
     "validate_runs",
     "write_runs",
 ]
 
 
-@dataclass(frozen=True)
-class Column:
-    """One run-table column: its kind, whether a file must supply it, and its lower bound."""
+def split_diverged(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs that are measurements, trainer runs with ``status = "diverged"``).
 
-    name: str
-    kind: str  # "str", "count" (float64 count), "int" or "float"
-    required: bool = False
-    default: object = None  # filled when the column is absent; None = missing allowed (NaN)
-    minimum: float | None = None  # strict lower bound unless inclusive
-    inclusive: bool = False
-    doc: str = ""
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("run_id", "str", required=True, doc="unique identity of the run"),
-    Column("source", "str", default="unknown", doc="data set name, file or trainer sweep"),
-    Column("arch", "str", required=True, doc="dense, moe, or a finer label"),
-    Column("n_active", "count", required=True, minimum=0, doc="non-embedding params per token"),
-    Column("n_total", "count", minimum=0, doc="all non-embedding params (default n_active)"),
-    Column("tokens", "count", required=True, minimum=0, doc="training tokens D"),
-    Column("flops", "count", minimum=0, doc="training FLOPs C (default 6 * n_active * tokens)"),
-    Column("experts", "int", default=1, minimum=1, inclusive=True, doc="experts E (1: dense)"),
-    Column("top_k", "int", default=1, minimum=1, inclusive=True, doc="experts per token k"),
-    Column("granularity", "float", default=1.0, minimum=0, doc="G = d_ff / d_expert"),
-    Column("shared_experts", "int", default=0, minimum=0, inclusive=True, doc="always-on experts"),
-    Column("batch_tokens", "count", minimum=0, doc="batch size in tokens (missing: unknown)"),
-    Column("lr", "float", minimum=0, doc="peak learning rate (missing: unknown)"),
-    Column("loss", "float", required=True, minimum=0, doc="measured loss, nats per token"),
-    Column("eval_set", "str", default="default", doc="what the loss was measured on"),
-    Column("seed", "int", doc="random seed (missing: unknown)"),
-    Column("step", "int", minimum=0, inclusive=True, doc="optimizer step of the evaluation"),
-)
-REQUIRED_COLUMNS = tuple(c.name for c in COLUMNS if c.required)
-_BY_NAME = {c.name: c for c in COLUMNS}
-# Columns that may be missing on some rows (NaN means "not recorded").
-_NULLABLE = {"batch_tokens", "lr", "seed", "step"}
-
-
-@dataclass(frozen=True)
-class RunProblem:
-    """One thing wrong with a run table; ``row`` counts data rows from 1."""
-
-    message: str
-    row: int | None = None
-    column: str | None = None
-
-    def __str__(self) -> str:
-        where = []
-        if self.row is not None:
-            where.append(f"row {self.row}")
-        if self.column is not None:
-            where.append(f"column '{self.column}'")
-        return (", ".join(where) + ": " if where else "") + self.message
-
-
-class RunTableError(ValueError):
-    """A run table failed validation; ``problems`` lists every problem found, not just the first."""
-
-    def __init__(self, problems: list[RunProblem], origin: str = "run table") -> None:
-        self.problems = problems
-        self.origin = origin
-        lines = [f"{origin}: {len(problems)} problem(s)"]
-        lines += [f"  - {p}" for p in problems]
-        super().__init__("\n".join(lines))
-
-
-def _as_numbers(values: pd.Series, column: Column, problems: list[RunProblem]) -> pd.Series:
-    """Convert a column to float64, reporting entries that are not numbers."""
-    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
-    bad = numbers.isna() & values.notna()
-    for position in np.flatnonzero(bad.to_numpy()).tolist():
-        problems.append(
-            RunProblem(
-                f"expected a number, got {values.iloc[position]!r}", position + 1, column.name
-            )
-        )
-    return numbers
-
-
-def _check_numbers(numbers: pd.Series, column: Column, problems: list[RunProblem]) -> None:
-    """Report NaN, infinite, out-of-range and non-integer entries of one numeric column."""
-    array = numbers.to_numpy(dtype="float64")
-    for position, value in enumerate(array):
-        row = position + 1
-        if math.isnan(value):
-            if column.name not in _NULLABLE:
-                problems.append(RunProblem("missing or NaN; expected a number", row, column.name))
-            continue
-        if math.isinf(value):
-            problems.append(RunProblem(f"{value} is not finite", row, column.name))
-            continue
-        if column.kind == "int" and value != round(value):
-            problems.append(RunProblem(f"{value} is not a whole number", row, column.name))
-        if column.minimum is not None:
-            low = column.minimum
-            if value < low or (value == low and not column.inclusive):
-                relation = ">=" if column.inclusive else ">"
-                problems.append(
-                    RunProblem(
-                        f"{value:g} is out of range; expected {relation} {low:g}", row, column.name
-                    )
-                )
-
-
-def _check_strings(values: pd.Series, column: Column, problems: list[RunProblem]) -> pd.Series:
-    """Report empty or missing labels; return the column as strings."""
-    for position, value in enumerate(values.tolist()):
-        if value is None or (isinstance(value, float) and math.isnan(value)) or str(value) == "":
-            problems.append(
-                RunProblem("missing or empty; expected a label", position + 1, column.name)
-            )
-    return values.astype("string").astype(object)
-
-
-def _check_relations(table: pd.DataFrame, problems: list[RunProblem]) -> None:
-    """Report rules that involve several columns: duplicates, n_total >= n_active, top_k <= E."""
-    seen: dict[object, int] = {}
-    for position, run_id in enumerate(table["run_id"].tolist()):
-        if run_id in seen:
-            problems.append(
-                RunProblem(
-                    f"duplicate run id {run_id!r} (first seen in row {seen[run_id]})",
-                    position + 1,
-                    "run_id",
-                )
-            )
-        else:
-            seen[run_id] = position + 1
-    too_small = (table["n_total"] < table["n_active"]).to_numpy()
-    for position in np.flatnonzero(too_small).tolist():
-        row = table.iloc[position]
-        problems.append(
-            RunProblem(
-                f"n_total {row['n_total']:g} < n_active {row['n_active']:g}; "
-                "expected n_total >= n_active",
-                position + 1,
-                "n_total",
-            )
-        )
-    for position in np.flatnonzero((table["top_k"] > table["experts"]).to_numpy()).tolist():
-        row = table.iloc[position]
-        problems.append(
-            RunProblem(
-                f"top_k {row['top_k']:g} > experts {row['experts']:g}; expected top_k <= experts",
-                position + 1,
-                "top_k",
-            )
-        )
+    Every entry point that fits or summarises runs calls this and reports how many it left out.
+    """
+    if "status" not in runs.columns:
+        return runs, runs.iloc[:0]
+    diverged = (runs["status"].astype(object) == "diverged").to_numpy()
+    return (
+        runs[~diverged].reset_index(drop=True),
+        runs[diverged].reset_index(drop=True),
+    )
 
 
 def _fill_defaults(table: pd.DataFrame, problems: list[RunProblem], source: str) -> pd.DataFrame:
@@ -238,7 +121,7 @@ def validate_runs(
     problems: list[RunProblem] = []
     missing = [name for name in REQUIRED_COLUMNS if name not in table.columns]
     for name in missing:
-        problems.append(RunProblem(f"missing required column ({_BY_NAME[name].doc})", column=name))
+        problems.append(RunProblem(f"missing required column ({BY_NAME[name].doc})", column=name))
     # Placeholders let every other column be checked, so one pass reports every problem.
     out = table.reset_index(drop=True).assign(**{name: np.nan for name in missing})
     out = _fill_defaults(out, problems, source)
@@ -248,21 +131,25 @@ def validate_runs(
     for column in COLUMNS:
         if column.kind == "str":
             if column.name not in missing:
-                out[column.name] = _check_strings(out[column.name], column, problems)
+                out[column.name] = check_strings(out[column.name], column, problems)
             continue
-        numbers = _as_numbers(out[column.name], column, problems)
-        if column.name not in missing and column.name not in derived:
-            _check_numbers(numbers, column, problems)
+        before = len(problems)
+        numbers = as_numbers(out[column.name], column, problems)
+        whole_column = any(p.row is None for p in problems[before:])  # e.g. a column of dates
+        if column.name not in missing and column.name not in derived and not whole_column:
+            check_numbers(numbers, column, problems)
         out[column.name] = numbers
     if "run_id" not in missing:
-        _check_relations(out, problems)
+        check_relations(out, problems)
+    check_derived(out, derived, problems)
+    check_status(out, problems)
     if problems:
         problems.sort(key=lambda p: (p.row or 0, p.column or ""))
         raise RunTableError(problems, origin)
     for column in COLUMNS:
         if column.kind == "int":
             out[column.name] = out[column.name].astype(
-                "Int64" if column.name in _NULLABLE else "int64"
+                "Int64" if column.name in NULLABLE else "int64"
             )
     out["flops_derived"] = out["flops_derived"].astype(bool)  # a given column is kept as given
     schema = [c.name for c in COLUMNS] + ["flops_derived"]
@@ -283,48 +170,116 @@ def _format_of(path: Path) -> str:
     return _FORMATS[suffix]
 
 
+_LABELS = {c.name: str for c in COLUMNS if c.kind == "str"}
+
+
+def _no_duplicates(names: list[str], path: Path) -> None:
+    """Refuse a header that names a column twice (pandas would keep one as ``loss.1``)."""
+    seen: set[str] = set()
+    twice = sorted({name for name in names if name in seen or seen.add(name)})  # type: ignore[func-returns-value]
+    if twice:
+        raise RunTableError(
+            [
+                RunProblem("the header names this column more than once", column=name)
+                for name in twice
+            ],
+            str(path),
+        )
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Read UTF-8 CSV with labels kept as text (run id ``001`` stays ``001``)."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise RunTableError(
+            [RunProblem(f"not UTF-8 text (byte {error.start}); save the CSV as UTF-8")], str(path)
+        ) from error
+    if "\x00" in text:
+        raise RunTableError(
+            [RunProblem("binary content (NUL bytes); expected CSV text")], str(path)
+        )
+    header = next(csv.reader(io.StringIO(text)), [])
+    _no_duplicates(header, path)
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=_LABELS, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except (pd.errors.ParserError, ValueError) as error:
+        message = str(error).strip().splitlines()[-1]
+        raise RunTableError(
+            [RunProblem(f"not a readable CSV table ({message})")], str(path)
+        ) from error
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, refusing a key given twice (json keeps the last silently)."""
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"key(s) {twice} given more than once")
+    return dict(pairs)
+
+
 def _read_jsonl(path: Path) -> pd.DataFrame:
     """Read JSON Lines, naming the line of any malformed record."""
     records = []
     problems = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                problems.append(RunProblem(f"not valid JSON ({error.msg})", row=number))
-                continue
-            if not isinstance(record, dict):
-                problems.append(RunProblem("expected a JSON object", row=number))
-                continue
-            records.append(record)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise RunTableError(
+            [RunProblem(f"not UTF-8 text (byte {error.start}); expected JSON Lines")], str(path)
+        ) from error
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, object_pairs_hook=_unique_keys)
+        except json.JSONDecodeError as error:
+            problems.append(RunProblem(f"not valid JSON ({error.msg})", row=number))
+            continue
+        except ValueError as error:
+            problems.append(RunProblem(str(error), row=number))
+            continue
+        if not isinstance(record, dict):
+            problems.append(RunProblem("expected a JSON object", row=number))
+            continue
+        records.append(record)
     if problems:
         raise RunTableError(problems, str(path))
     return pd.DataFrame.from_records(records)
 
 
+def _read_parquet(path: Path) -> pd.DataFrame:
+    """Read Parquet, refusing files that are not Parquet or repeat a column name."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow raises ArrowInvalid, OSError, ... for foreign files
+        raise RunTableError(
+            [RunProblem(f"not a readable Parquet file ({type(error).__name__}: {error})")],
+            str(path),
+        ) from error
+    _no_duplicates(list(table.column_names), path)
+    return table.to_pandas()
+
+
 def read_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read and validate a run table from CSV, JSONL or Parquet.
+    """Read and validate a run table from CSV (UTF-8), JSONL or Parquet.
 
     Raises ``FileNotFoundError`` when the file is missing and :class:`RunTableError` when its
-    content is invalid. The ``source`` column defaults to the file name.
+    content is invalid: not text / not Parquet, a column named twice, or a bad value (named by
+    row and column). Labels (``run_id``, ``arch``, ...) are kept as text, never as numbers.
+    The ``source`` column defaults to the file name.
     """
     path = Path(path)
     kind = _format_of(path)
-    if not path.exists():
-        raise FileNotFoundError(f"run table {path} does not exist")
-    if kind == "csv":
-        try:
-            raw = pd.read_csv(path)
-        except pd.errors.EmptyDataError:
-            raw = pd.DataFrame()
-    elif kind == "jsonl":
-        raw = _read_jsonl(path)
-    else:
-        raw = pd.read_parquet(path)
-    return validate_runs(raw, origin=str(path), source=path.name)
+    if not path.is_file():
+        raise FileNotFoundError(f"run table {path} does not exist or is not a file")
+    readers = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}
+    return validate_runs(readers[kind](path), origin=str(path), source=path.name)
 
 
 def write_runs(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
@@ -335,18 +290,12 @@ def write_runs(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     kind = _format_of(path)
     valid = validate_runs(table, origin=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        if kind == "csv":
-            valid.to_csv(temporary, index=False)
-        elif kind == "jsonl":
-            valid.to_json(temporary, orient="records", lines=True, double_precision=15)
-        else:
-            valid.to_parquet(temporary, index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    writers = {
+        "csv": lambda target: valid.to_csv(target, index=False),
+        "jsonl": lambda target: valid.to_json(
+            target, orient="records", lines=True, double_precision=15
+        ),
+        "parquet": lambda target: valid.to_parquet(target, index=False),
+    }
+    atomic_write(path, writers[kind])
     return path
