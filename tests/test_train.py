@@ -148,6 +148,7 @@ def test_sweep_resumes_and_shards_cover_the_grid(corpus_dir: str, tmp_path: Path
     again = run_sweep(sweep, out, log=lambda _: None)
     assert again == [] and len(read_rows(out)) == 4
     assert len(read_runs(out)) == 4  # a valid run table
+    assert not list(tmp_path.rglob(".*"))  # no lock, claim or temporary file left behind
     with pytest.raises(SweepError, match="shard"):
         run_sweep(sweep, out, shard="2/2")
     bad = tmp_path / "bad.toml"
@@ -163,9 +164,7 @@ def test_a_failed_append_leaves_the_table_intact(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         append_row(out, {"run_id": "b", "loss": object()})
     assert out.read_text() == before
-    assert not [
-        p for p in tmp_path.iterdir() if p.name.startswith(".runs.jsonl.") and "lock" not in p.name
-    ]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or lock file
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,

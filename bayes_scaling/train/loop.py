@@ -9,15 +9,19 @@ and the last finite evaluation loss, so a sweep records it instead of crashing.
 Data parallel: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
 ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA); each rank draws its own batches of
 ``batch_size / world_size`` sequences, and rank 0 alone writes metrics, checkpoints and the row.
+
+Checkpoints are loaded with ``torch.load(..., weights_only=True)``, so they hold only tensors and
+plain containers: a crafted ``checkpoint.pt`` cannot run code, it is refused with a
+:class:`CheckpointError`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
-import random
-import tempfile
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,10 +31,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from bayes_scaling._io import atomic_write
 from bayes_scaling.train.data import Corpus, prepare_corpus
 from bayes_scaling.train.model import ModelConfig, Transformer, parameter_counts
 
-__all__ = ["TrainConfig", "run_id_of", "train"]
+__all__ = ["CheckpointError", "TrainConfig", "run_id_of", "train"]
+
+# What a checkpoint holds, and the type of each entry (checked before anything is loaded).
+CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "step": int, "last_eval": float, "rng": dict}
 
 # Dense bf16 peak of one H200 (and H100) SXM, for MFU.
 PEAK_FLOPS = {"cuda": 989e12}
@@ -106,8 +114,6 @@ class TrainConfig:
 def run_id_of(config: TrainConfig) -> str:
     """A readable id (shape, budget, batch, lr, seed) plus a hash of every setting that
     changes the result, so two configs share an id only when they train the same run."""
-    import hashlib
-
     m = config.model
     moe = f"-e{m.experts}k{m.top_k}g{m.granularity}s{m.shared_experts}" if m.experts > 1 else ""
     settings = {k: v for k, v in config.to_dict().items() if k not in ("data_dir", "compile")}
@@ -119,41 +125,74 @@ def run_id_of(config: TrainConfig) -> str:
     )
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        torch.save(obj, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+class CheckpointError(ValueError):
+    """A ``checkpoint.pt`` that is not a loadable checkpoint of this run (crafted, corrupt, or
+    from another model); its message names the file and says how to restart."""
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
+    """The RNG state a resume needs: torch's (and CUDA's), as tensors ``weights_only`` accepts.
+
+    The global numpy and ``random`` states are not saved: nothing in the trainer draws from
+    them (weights are initialised by torch, batches come from ``np.random.default_rng`` seeded
+    by (seed, step, rank)), and numpy's state tuple is not loadable with ``weights_only``.
+    """
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _default_data_dir() -> Path:
-    import sys
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
+
+def _load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int
+) -> tuple[int, float]:
+    """Restore model, optimizer and RNG from ``path``; returns (step, last evaluation loss)."""
+    refused = f"{path} is not a loadable checkpoint of this run (it was not loaded; delete it to "
+    refused += "restart the run from step 0): {}"
+    try:
+        # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest to device.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as error:  # refused by the weights-only unpickler, not a zip, truncated
+        raise CheckpointError(refused.format(_first_line(error))) from error
+    if not isinstance(state, dict):
+        raise CheckpointError(refused.format(f"a {type(state).__name__}, not a dict"))
+    wrong = [key for key, kind in CHECKPOINT_KEYS.items() if not isinstance(state.get(key), kind)]
+    if wrong:
+        raise CheckpointError(refused.format(f"missing or mistyped {wrong}"))
+    if not 0 <= state["step"] <= steps:
+        raise CheckpointError(refused.format(f"step {state['step']} outside 0..{steps}"))
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
+        message = f"does not match this run's model or optimizer ({_first_line(error)})"
+        raise CheckpointError(refused.format(message)) from error
+    return state["step"], state["last_eval"]
+
+
+def _default_data_dir(source: str = "") -> Path:
+    """The package's own corpus cache: one folder per Python version and source, so runs on
+    different sources never share (or keep rebuilding) one folder."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return Path.home() / ".cache" / "bayes_scaling" / f"stdlib-{version}"
+    name = f"stdlib-{version}"
+    if source:
+        digest = hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:8]
+        name = f"{Path(source).name}-{digest}-{version}"
+    return Path.home() / ".cache" / "bayes_scaling" / name
 
 
 def _distributed() -> tuple[int, int]:
@@ -162,6 +201,10 @@ def _distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    atomic_write(path, lambda temporary: torch.save(state, temporary))
 
 
 @torch.no_grad()
@@ -180,11 +223,28 @@ def _evaluate(
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines past ``step`` (written after the checkpoint a resume starts from)."""
+    """Drop metric lines past ``step`` (written after the checkpoint a resume starts from).
+
+    A crash mid-write can leave the last line incomplete; it is past the checkpoint (metrics
+    are flushed before each checkpoint) and dropped. An unreadable line before it is refused.
+    """
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-    path.write_text("".join(f"{line}\n" for line in kept))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise CheckpointError(
+                f"{path}, line {number}: not valid JSON ({error.msg}); delete the run folder "
+                f"{path.parent} to restart this run"
+            ) from error
+        if record["step"] <= step:
+            kept.append(line)
+    atomic_write(path, "".join(f"{line}\n" for line in kept))
 
 
 def _autocast(device: torch.device) -> Any:
@@ -196,7 +256,15 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
 
     ``out_dir`` receives ``metrics.jsonl``, ``checkpoint.pt`` (when ``checkpoint_every``) and
     ``config.json``. A checkpoint there is resumed exactly: model, optimizer, step, data
-    position (the step) and every RNG.
+    position (the step) and torch's RNG. The row's ``status`` is ``"finished"`` or
+    ``"diverged"``.
+
+    Raises
+    ------
+    CheckpointError
+        When ``checkpoint.pt`` is not a loadable checkpoint of this run (nothing in it runs).
+    CorpusError
+        When ``config.data_dir`` holds a corpus built from another source.
     """
     rank, world = _distributed()
     out = Path(out_dir)
@@ -206,9 +274,10 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
         if torch.cuda.is_available()
         else torch.device("cpu")
     )
-    data_dir = Path(config.data_dir) if config.data_dir else _default_data_dir()
+    data_dir = Path(config.data_dir) if config.data_dir else _default_data_dir(config.data_source)
     if rank == 0:
-        prepare_corpus(data_dir, config.data_source or None)
+        # The default folder is the package's cache, rebuilt when stale; a named one is refused.
+        prepare_corpus(data_dir, config.data_source or None, rebuild_stale=not config.data_dir)
     if world > 1:
         dist.barrier()
     corpus = Corpus(data_dir)
@@ -228,25 +297,21 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
     start_step, last_eval, status = 0, float("nan"), "running"
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step, last_eval = state["step"], state["last_eval"]
-        _set_rng_state(state["rng"])
+        start_step, last_eval = _load_checkpoint(checkpoint, model, optimizer, config.steps)
     step_model: torch.nn.Module = model
     if world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(model)
     if config.compile:
         step_model = torch.compile(step_model)  # type: ignore[assignment]
     if rank == 0:
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+        atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=1))
         _truncate_metrics(out / "metrics.jsonl", start_step)
     metrics = (out / "metrics.jsonl").open("a") if rank == 0 else None
     per_rank = max(1, config.batch_size // world)
     tokens_per_step = per_rank * world * config.model.seq_len
     limit = config.diverge_factor * math.log(config.model.vocab)
     started = time.perf_counter()
-    step = start_step
+    done_steps = start_step
     try:
         for step in range(start_step, config.steps):
             lr = config.lr_at(step)
@@ -264,6 +329,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
             if not math.isfinite(value) or (step > config.steps // 10 and value > limit):
                 status = "diverged"
                 break
+            done_steps = step + 1
             last_step = step + 1 == config.steps
             if (config.eval_every and (step + 1) % config.eval_every == 0) or last_step:
                 last_eval = _evaluate(model, corpus, config, device)
@@ -286,7 +352,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
                 metrics.write(json.dumps(record) + "\n")
             if rank == 0 and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
                 metrics.flush()  # type: ignore[union-attr]
-                _atomic_save(
+                _save_checkpoint(
                     {
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
@@ -302,7 +368,6 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
         if metrics is not None:
             metrics.close()
     wall = time.perf_counter() - started
-    done_steps = step + 1 if status == "finished" else step
     m = config.model
     tokens = done_steps * tokens_per_step
     if not math.isfinite(last_eval):
