@@ -1,9 +1,12 @@
-"""Sampling, convergence checks, and a fitted model that saves to one netCDF file."""
+"""Sampling with the hypothesis' settings, checked for convergence and extended when it fails."""
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
 
 import pandas as pd
 import pymc as pm
@@ -11,10 +14,10 @@ import xarray as xr
 
 from bayes_scaling.loss_model import create_loss_model
 from bayes_scaling.posterior import ConvergenceReport, Posterior, check_convergence
-from bayes_scaling.runs import validate_runs
-from bayes_scaling.spec import HyperSpec, ModelSpec
+from bayes_scaling.runs import RunProblem, RunTableError, split_diverged, validate_runs
+from bayes_scaling.spec import HyperSpec, ModelSpec, SamplerSettings, SpecError
 
-__all__ = ["ConvergenceReport", "Posterior", "check_convergence", "fit", "sample"]
+__all__ = ["ConvergenceReport", "Posterior", "build_model", "check_convergence", "fit", "sample"]
 
 
 def _nutpie_available() -> bool:
@@ -45,8 +48,14 @@ def sample(
     about 30% faster but left the arch spread at R-hat 1.01-1.02 on both seeds tried, where
     ``"diag"`` with 2000 warmup draws converged on both. PyMC's sampler ignores it.
     """
-    if sampler not in ("nutpie", "pymc"):
-        raise ValueError(f"unknown sampler {sampler!r}; expected 'nutpie' or 'pymc'")
+    SamplerSettings(
+        sampler=sampler,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        target_accept=target_accept,
+        adaptation=adaptation,
+    )  # fmt: skip  (validates)
     if sampler == "nutpie" and not _nutpie_available():
         warnings.warn("nutpie is not installed; sampling with PyMC's NUTS", stacklevel=2)
         sampler = "pymc"
@@ -66,22 +75,108 @@ def sample(
     )
 
 
-def fit(
-    runs: pd.DataFrame, spec: ModelSpec | HyperSpec | None = None, **sampling: object
-) -> Posterior:
-    """Build the model ``spec`` describes for ``runs`` and sample it (keywords go to
-    :func:`sample`). A hyperparameter spec flags diverged runs first (see
-    :func:`bayes_scaling.hyper_model.flag_diverged`): they stay in the posterior's run table
-    with ``diverged = True`` and are left out of the likelihood."""
-    spec = spec or ModelSpec()
-    runs = validate_runs(runs)
+def _attempt_record(settings: SamplerSettings, report: ConvergenceReport) -> dict[str, Any]:
+    return {
+        **asdict(settings),
+        "converged": report.ok,
+        "max_rhat": report.max_rhat,
+        "min_ess": report.min_ess,
+        "divergences": report.divergences,
+    }
+
+
+def _extended(settings: SamplerSettings, report: ConvergenceReport) -> SamplerSettings:
+    """The next attempt after a failed check: twice the warm-up and draws, and after
+    divergent transitions a higher target acceptance (smaller steps)."""
+    accept = min(0.99, max(0.95, settings.target_accept + 0.04)) if report.divergences else None
+    return settings.with_overrides(
+        tune=2 * max(settings.tune, 500), draws=2 * settings.draws, target_accept=accept
+    )
+
+
+def build_model(runs: pd.DataFrame, spec: ModelSpec | HyperSpec) -> tuple[pm.Model, pd.DataFrame]:
+    """The PyMC model of ``spec`` for validated measurement runs, and the run table to store
+    (a hyperparameter fit adds the ``off_bowl`` flag of grid runs it leaves out)."""
     if isinstance(spec, HyperSpec):
         from bayes_scaling.hyper_model import assign_cells, create_hyper_model, flag_diverged
 
         assign_cells(runs)  # refuse missing lr / batch and lonely cells before flagging
-        runs = runs.assign(off_bowl=flag_diverged(runs, spec.diverged_above).to_numpy())
-        model = create_hyper_model(runs[~runs["off_bowl"]].reset_index(drop=True), spec)
-    else:
-        model = create_loss_model(runs, spec)
-    idata = sample(model, **sampling)  # type: ignore[arg-type]
-    return Posterior(spec, runs, idata)
+        runs = runs.assign(off_bowl=flag_diverged(runs, spec.off_bowl_above).to_numpy())
+        return create_hyper_model(runs[~runs["off_bowl"]].reset_index(drop=True), spec), runs
+    return create_loss_model(runs, spec), runs
+
+
+def fit(
+    runs: pd.DataFrame,
+    spec: ModelSpec | HyperSpec | None = None,
+    random_seed: int = 0,
+    progressbar: bool = True,
+    log: Callable[[str], None] | None = None,
+    **settings: Any,
+) -> Posterior:
+    """Build the model ``spec`` describes for ``runs``, sample it, and check convergence.
+
+    Parameters
+    ----------
+    runs
+        A run table. Trainer runs with ``status = "diverged"`` are not measurements: they are
+        left out, and their ids recorded in ``Posterior.sampler["left_out_diverged"]``.
+    spec
+        The hypothesis (default: the experts law, hierarchical over arch). Its ``[sampler]``
+        section gives the sampler settings.
+    random_seed
+        The same seed gives the same posterior.
+    log
+        Called with a line of text when a run is left out or the fit is extended.
+    **settings
+        Overrides of :class:`~bayes_scaling.spec.SamplerSettings` fields (``draws``, ``tune``,
+        ``chains``, ``sampler``, ``target_accept``, ``adaptation``, ``extend``).
+
+    Returns
+    -------
+    Posterior
+        With ``sampler`` recording the settings, the seed and every attempt. When the
+        convergence check fails, the fit is repeated up to ``extend`` times with twice the
+        warm-up and draws (see :func:`_extended`); the last attempt is returned either way.
+    """
+    spec = spec or ModelSpec()
+    try:
+        current = spec.sampler.with_overrides(**settings)
+    except TypeError as error:
+        raise SpecError(f"unknown sampler setting: {error}") from error
+    runs, diverged = split_diverged(validate_runs(runs))
+    say = log or (lambda message: None)
+    if len(diverged):
+        say(f"left out {len(diverged)} diverged trainer run(s) (status = 'diverged')")
+    if runs.empty:
+        raise RunTableError([RunProblem("every run has status 'diverged'; nothing to fit")])
+    model, stored = build_model(runs, spec)
+    attempts: list[dict[str, Any]] = []
+    for attempt in range(current.extend + 1):
+        idata = sample(
+            model,
+            draws=current.draws,
+            tune=current.tune,
+            chains=current.chains,
+            random_seed=random_seed,
+            sampler=current.sampler,
+            target_accept=current.target_accept,
+            progressbar=progressbar,
+            adaptation=current.adaptation,
+        )
+        report = check_convergence(idata)
+        attempts.append(_attempt_record(current, report))
+        if report.ok or attempt == current.extend:
+            break
+        current = _extended(current, report)
+        say(
+            f"convergence check failed ({str(report).splitlines()[0]}); sampling again with "
+            f"tune={current.tune}, draws={current.draws}, target_accept={current.target_accept}"
+        )
+    record = {
+        **asdict(spec.sampler.with_overrides(**settings)),
+        "random_seed": random_seed,
+        "attempts": attempts,
+        "left_out_diverged": diverged["run_id"].tolist(),
+    }
+    return Posterior(spec, stored, idata, record)

@@ -8,19 +8,32 @@ the published ones (``log_a`` = ln A with N and D in raw counts), so paper numbe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
+from bayes_scaling.priors import (
+    LOG_D_REF,
+    LOG_N_REF,
+    AnyPrior,
+    Gamma,
+    HalfNormal,
+    LogNormal,
+    Normal,
+    PriorError,
+)
+
 __all__ = [
     "LAWS",
     "Law",
     "chinchilla_optimal",
     "clark_log_loss",
+    "default_priors",
     "experts_log_loss",
     "granularity_log_loss",
     "joint_log_loss",
@@ -125,10 +138,19 @@ def clark_log_loss(log_n, log_experts, a, b, c, d, e_start=1.85, e_max=314.0):
 
 @dataclass(frozen=True)
 class Law:
-    """A law: its log-loss function, the run-table columns it needs and its parameters.
+    """Everything the package knows about one law, so that adding a law is one entry here.
 
-    ``arch_params`` vary by architecture in the hierarchical model; ``log_e`` (the irreducible
-    loss, shared per eval set) is handled by the model when ``has_irreducible``.
+    - ``function``, ``columns``, ``inputs``: the log-loss function, the run-table columns it
+      needs and the log-input keywords it takes;
+    - ``arch_params``: raw-unit parameters that vary by arch (``log_e``, the irreducible loss,
+      is shared per eval set when ``has_irreducible``);
+    - ``priors`` / ``literature``: weak default priors of the *sampled* parameters and the
+      literature-centred replacements (:meth:`default_priors`);
+    - ``reference``: raw coefficient -> (sampled reference-scale coefficient, exponent, ln of the
+      reference scale): raw = ref + |exponent| ln(reference), so ref is the term's ln value at
+      the reference scale (see :mod:`bayes_scaling.priors`);
+    - ``signs``: exponents sampled as positive magnitudes (LogNormal priors) that the law uses
+      negated (Ludziejewski et al. write a N^alpha with alpha < 0).
     """
 
     name: str
@@ -136,6 +158,10 @@ class Law:
     columns: tuple[str, ...]
     inputs: tuple[str, ...]  # log-input keywords the function takes, in order
     arch_params: tuple[str, ...]
+    priors: dict[str, AnyPrior] = field(default_factory=dict)
+    literature: dict[str, AnyPrior] = field(default_factory=dict)
+    reference: dict[str, tuple[str, str, float]] = field(default_factory=dict)
+    signs: dict[str, float] = field(default_factory=dict)
     has_irreducible: bool = True
     citation: str = ""
 
@@ -147,27 +173,99 @@ class Law:
             kwargs["log_e"] = params["log_e"]
         return self.function(**kwargs)
 
+    def default_priors(self, literature: bool = False) -> dict[str, AnyPrior]:
+        """A fresh dict of the sampled parameters' priors (noise ``sigma`` and ``nu`` last)."""
+        priors = dict(self.priors)
+        if literature:
+            priors.update({k: v for k, v in self.literature.items() if k in priors})
+        return {**priors, "sigma": HalfNormal(0.05), "nu": Gamma(2.0, 0.1)}
+
+    def raw_from_ref(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Add raw-unit coefficients (``log_a``...) to reference-scale ones (``log_a_ref``...)."""
+        out = dict(params)
+        for raw, (ref, exponent, log_ref) in self.reference.items():
+            magnitude = params[exponent] * self.signs.get(exponent, 1.0)
+            out[raw] = params[ref] + magnitude * log_ref
+        return out
+
+
+def _ref(log_coef: float, exponent: float, log_ref: float) -> float:
+    """Reference-scale value of a published ln-coefficient with a positive exponent."""
+    return log_coef - exponent * log_ref
+
+
+# Weakly informative priors: loss terms of order 0.1-1 nat at the reference scale, exponents of
+# 0.1-0.7 (LogNormal: median 0.3, 90% in [0.13, 0.68]), irreducible loss 1-3 nats.
+_A = {"log_a_ref": Normal(-1.0, 1.0, 0.5), "alpha": LogNormal(0.3, 0.5, 0.33)}
+_B = {"log_b_ref": Normal(-0.5, 1.0, 0.5), "beta": LogNormal(0.3, 0.5, 0.33)}
+_E = {"log_e": Normal(0.5, 0.5)}
+_GAMMA = {"gamma": Normal(0.1, 0.1, 0.1)}
+# Literature centres (shared/docs/REFERENCE.md): Epoch AI's refit of Chinchilla
+# (arXiv:2404.10102) for the dense terms, Krajewski et al. 2024 (E = 64 fit) for granularity,
+# Ludziejewski et al. 2025 for the joint law; widths are a few published standard errors.
+_EPOCH = {
+    "log_a_ref": Normal(_ref(math.log(482.01), 0.3478, LOG_N_REF), 0.3, 0.3),
+    "alpha": LogNormal(0.3478, 0.15, 0.15),
+    "log_b_ref": Normal(_ref(math.log(2085.43), 0.3658, LOG_D_REF), 0.3, 0.3),
+    "beta": LogNormal(0.3658, 0.14, 0.14),
+    "log_e": Normal(math.log(1.8172), 0.1),
+}
+_DENSE_REFERENCE = {
+    "log_a": ("log_a_ref", "alpha", LOG_N_REF),
+    "log_b": ("log_b_ref", "beta", LOG_D_REF),
+}
+
 
 LAWS: dict[str, Law] = {
     law.name: law
     for law in (
         Law("chinchilla", chinchilla_log_loss, ("n_active", "tokens"), ("log_n", "log_d"),
-            ("log_a", "alpha", "log_b", "beta"), citation="Hoffmann et al. 2022"),
+            ("log_a", "alpha", "log_b", "beta"), {**_A, **_B, **_E}, _EPOCH, _DENSE_REFERENCE,
+            citation="Hoffmann et al. 2022"),
         Law("experts", experts_log_loss, ("n_active", "tokens", "experts"),
             ("log_n", "log_d", "log_experts"), ("log_a", "alpha", "gamma", "log_b", "beta"),
-            citation="Wang et al. 2024"),
+            {**_A, **_GAMMA, **_B, **_E}, _EPOCH, _DENSE_REFERENCE, citation="Wang et al. 2024"),
         Law("granularity", granularity_log_loss, ("n_active", "tokens", "granularity"),
             ("log_n", "log_d", "log_granularity"),
             ("log_a", "alpha", "log_b", "beta", "log_g", "gamma"),
+            {**_A, **_B, "log_g_ref": Normal(-2.0, 1.5, 0.5), **_GAMMA, **_E},
+            {**_EPOCH, "log_g_ref": Normal(_ref(math.log(2.1), 0.115, LOG_N_REF), 0.5, 0.3)},
+            {**_DENSE_REFERENCE, "log_g": ("log_g_ref", "alpha", LOG_N_REF)},
             citation="Krajewski et al. 2024"),
         Law("joint", joint_log_loss, ("n_active", "tokens", "experts"),
             ("log_n", "log_d", "log_experts"),
             ("log_a", "alpha", "delta", "gamma", "log_b", "beta", "omega", "zeta"),
+            {"log_a_ref": Normal(math.log(35.91) - 0.1889 * LOG_N_REF, 1.0, 0.5),
+             "alpha": LogNormal(0.3, 0.5, 0.33), "delta": Normal(0.0, 0.5, 0.2), **_GAMMA,
+             "log_b_ref": Normal(math.log(35.98) - 0.1775 * LOG_D_REF, 1.0, 0.5),
+             "beta": LogNormal(0.3, 0.5, 0.33), "omega": Normal(0.0, 0.5, 0.2),
+             "zeta": Normal(0.0, 0.05, 0.02), **_E},
+            {"alpha": LogNormal(0.3478, 0.15, 0.15), "beta": LogNormal(0.3658, 0.14, 0.14),
+             "delta": Normal(-0.2285, 0.1, 0.1), "omega": Normal(0.5529, 0.1, 0.1),
+             "zeta": Normal(-0.0259, 0.01, 0.01), "log_e": _EPOCH["log_e"]},
+            _DENSE_REFERENCE, signs={"alpha": -1.0, "beta": -1.0},
             citation="Ludziejewski et al. 2025"),
         Law("clark", clark_log_loss, ("n_active", "experts"), ("log_n", "log_experts"),
-            ("a", "b", "c", "d"), has_irreducible=False, citation="Clark et al. 2022"),
+            ("a", "b", "c", "d"),
+            {"a": Normal(-0.05, 0.05, 0.02), "b": Normal(-0.05, 0.1, 0.05),
+             "c": Normal(0.0, 0.01, 0.005), "d_ref": Normal(1.0, 0.5, 0.2)},
+            reference={"d": ("d_ref", "a", LOG_N_REF)}, signs={"a": -1.0},
+            has_irreducible=False, citation="Clark et al. 2022"),
     )
 }  # fmt: skip
+
+
+def default_priors(law: str, literature: bool = False) -> dict[str, AnyPrior]:
+    """A fresh dict of priors for ``law``: weak defaults, or literature-centred ones.
+
+    Example
+    -------
+    >>> default_priors("chinchilla")["alpha"]
+    LogNormal(median=0.3, sigma=0.5, spread=0.33)
+    """
+    if law not in LAWS:
+        raise PriorError(f"unknown law {law!r}; expected one of {sorted(LAWS)}")
+    return LAWS[law].default_priors(literature)
 
 
 def log_inputs(runs: Any) -> dict[str, np.ndarray]:

@@ -8,13 +8,15 @@ has an ``arch`` dim whose values are
 - ``hierarchical``: ``<p>_mu + <p>_spread * <p>_z`` (non-centred, learned spread);
 - ``separate``: independent draws from the prior, nothing shared.
 
+Exponents with a LogNormal prior (alpha, beta) are built on the log scale, so they are positive
+by construction (the builder is :func:`bayes_scaling.priors.arch_parameter`); a law that uses
+them negated says so in its ``signs``.
+
 The irreducible loss ``log_e`` is shared per ``eval_set``; the likelihood is Student-t on the
 log loss, so a few bad runs do not dominate. Every input is ``pm.Data``.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,38 +24,13 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_scaling.laws import LAWS, Law, log_inputs
-from bayes_scaling.priors import LOG_D_REF, LOG_N_REF, Prior
+from bayes_scaling.priors import arch_parameter
 from bayes_scaling.spec import ModelSpec
 
-__all__ = ["MissingColumnError", "create_loss_model", "raw_from_ref"]
-
-# Raw-unit coefficients from the sampled reference-scale ones: raw = ref + sign * exponent *
-# ln(reference). A positive sign belongs to laws written A / N^alpha, a negative one to laws
-# written a N^alpha (negative alpha) and to Clark's linear form.
-RAW_FROM_REF: dict[str, dict[str, tuple[str, str, float, float]]] = {
-    "chinchilla": {"log_a": ("log_a_ref", "alpha", LOG_N_REF, 1.0),
-                   "log_b": ("log_b_ref", "beta", LOG_D_REF, 1.0)},
-    "experts": {"log_a": ("log_a_ref", "alpha", LOG_N_REF, 1.0),
-                "log_b": ("log_b_ref", "beta", LOG_D_REF, 1.0)},
-    "granularity": {"log_a": ("log_a_ref", "alpha", LOG_N_REF, 1.0),
-                    "log_b": ("log_b_ref", "beta", LOG_D_REF, 1.0),
-                    "log_g": ("log_g_ref", "alpha", LOG_N_REF, 1.0)},
-    "joint": {"log_a": ("log_a_ref", "alpha", LOG_N_REF, -1.0),
-              "log_b": ("log_b_ref", "beta", LOG_D_REF, -1.0)},
-    "clark": {"d": ("d_ref", "a", LOG_N_REF, -1.0)},
-}  # fmt: skip
-
+__all__ = ["MissingColumnError", "create_loss_model"]
 
 class MissingColumnError(ValueError):
     """The run table lacks a column, or values, that the chosen law needs."""
-
-
-def raw_from_ref(law: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Add raw-unit coefficients (``log_a``...) to reference-scale ones (``log_a_ref``...)."""
-    out = dict(params)
-    for raw, (ref, exponent, log_ref, sign) in RAW_FROM_REF[law].items():
-        out[raw] = params[ref] + sign * params[exponent] * log_ref
-    return out
 
 
 def _check_columns(runs: pd.DataFrame, law: Law) -> None:
@@ -73,17 +50,8 @@ def _check_columns(runs: pd.DataFrame, law: Law) -> None:
             )
 
 
-def _arch_parameter(name: str, prior: Prior, pooling: str) -> Any:
-    """One law parameter with dims ``arch``, pooled, hierarchical or separate."""
-    if pooling == "separate":
-        return pm.Normal(name, prior.mu, prior.sigma, dims="arch")
-    mu = pm.Normal(f"{name}_mu", prior.mu, prior.sigma)
-    if pooling == "pooled":
-        n_arch = len(pm.modelcontext(None).coords["arch"])
-        return pm.Deterministic(name, pt.repeat(mu, n_arch), dims="arch")
-    spread = pm.HalfNormal(f"{name}_spread", prior.spread)
-    z = pm.Normal(f"{name}_z", 0.0, 1.0, dims="arch")
-    return pm.Deterministic(name, mu + spread * z, dims="arch")
+# Transitional: the hyperparameter model imports the builder from here until it moves.
+_arch_parameter = arch_parameter
 
 
 def model_coords(runs: pd.DataFrame) -> dict[str, list[str]]:
@@ -127,21 +95,26 @@ def create_loss_model(runs: pd.DataFrame, spec: ModelSpec | None = None) -> pm.M
             "eval_set_idx", pd.Categorical(runs["eval_set"], coords["eval_set"]).codes, dims="run"
         )
         sampled = {
-            key: _arch_parameter(key, prior, "pooled" if key in spec.shared else spec.pooling)
+            key: arch_parameter(
+                key,
+                prior,
+                "pooled" if key in spec.shared else spec.pooling,
+                sign=law.signs.get(key, 1.0),
+            )
             for key, prior in priors.items()
             if key not in ("log_e", "sigma", "nu")
         }
-        params = raw_from_ref(spec.law, sampled)
-        for raw in RAW_FROM_REF[spec.law]:
+        params = law.raw_from_ref(sampled)
+        for raw in law.reference:
             params[raw] = pm.Deterministic(raw, params[raw], dims="arch")
         per_run = {name: params[name][arch_idx] for name in law.arch_params}
         if law.has_irreducible:
-            log_e = pm.Normal("log_e", priors["log_e"].mu, priors["log_e"].sigma, dims="eval_set")
+            log_e = pm.Normal("log_e", priors["log_e"].mu, priors["log_e"].sigma, dims="eval_set")  # type: ignore[union-attr]
             pm.Deterministic("irreducible", pt.exp(log_e), dims="eval_set")
             per_run["log_e"] = log_e[eval_idx]
         mean = law.log_loss(data, per_run)
-        sigma = pm.HalfNormal("sigma", priors["sigma"].sigma)
-        nu = pm.Gamma("nu", priors["nu"].mu, priors["nu"].sigma)
+        sigma = pm.HalfNormal("sigma", priors["sigma"].sigma)  # type: ignore[union-attr]
+        nu = pm.Gamma("nu", priors["nu"].alpha, priors["nu"].beta)  # type: ignore[union-attr]
         observed = pm.Data("observed_log_loss", np.log(runs["loss"].to_numpy(float)), dims="run")
         pm.StudentT("log_loss", nu=nu, mu=mean, sigma=sigma, observed=observed, dims="run")
     return model

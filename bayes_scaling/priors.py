@@ -1,131 +1,178 @@
-"""Priors of the loss-law models: weak defaults and literature-centred alternatives.
+"""Prior objects, reference scales, and the builder of per-arch parameters.
 
-Coefficients are sampled at a fixed reference scale, N_REF = 1e9 parameters and D_REF = 1e10
-tokens: ``log_a_ref`` is ln of the parameter term A / N^alpha at N = N_REF (and ``log_b_ref`` of
-the data term at D = D_REF). In raw units ln A = log_a_ref + alpha ln N_REF. Sampling at a
-reference scale removes the near-perfect correlation between ln A and alpha that raw counts
-(ln N ~ 20) create; the scales are constants, never taken from the data.
+One class per distribution, with the distribution's own field names, so a hypothesis file
+cannot mean one thing and say another (``nu = { mu = 3 }`` is refused: nu's prior is
+``Gamma(alpha, beta)``):
+
+- :class:`Normal` ``(mu, sigma, spread)``: a real parameter;
+- :class:`LogNormal` ``(median, sigma, spread)``: a positive one (exponents), ln x ~ Normal(ln
+  median, sigma), so a closed-form optimum never meets a negative exponent;
+- :class:`HalfNormal` ``(sigma)``: a scale; :class:`Gamma` ``(alpha, beta)``: shape and rate.
+
+``spread`` is the HalfNormal scale of the arch-to-arch standard deviation (hierarchical pooling,
+on the log scale for a LogNormal). Coefficients are sampled at a fixed reference scale, N_REF =
+1e9 parameters and D_REF = 1e10 tokens (``log_a_ref`` is ln of A / N^alpha at N_REF), which
+removes the near-perfect correlation between ln A and alpha that raw counts create. The scales
+are constants, never taken from the data.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
-__all__ = ["D_REF", "N_REF", "Prior", "UnknownPriorError", "default_priors", "override_priors"]
+import pymc as pm
+import pytensor.tensor as pt
+
+__all__ = [
+    "D_REF",
+    "N_REF",
+    "POOLINGS",
+    "AnyPrior",
+    "Gamma",
+    "HalfNormal",
+    "LogNormal",
+    "Normal",
+    "Prior",
+    "PriorError",
+    "UnknownPriorError",
+    "arch_parameter",
+    "override_priors",
+]
 
 N_REF = 1e9
 D_REF = 1e10
 LOG_N_REF = math.log(N_REF)
 LOG_D_REF = math.log(D_REF)
+POOLINGS = ("pooled", "hierarchical", "separate")
 
 
-class UnknownPriorError(ValueError):
-    """A prior key or field that the model does not have; the message lists the valid ones."""
+class PriorError(ValueError):
+    """A prior with an unknown key or field, or a value outside its distribution's support."""
+
+
+UnknownPriorError = PriorError  # the name earlier releases raised
+
+
+def _check(prior: Any, positive: tuple[str, ...]) -> None:
+    """Every field a finite real number; the named ones strictly positive."""
+    for item in fields(prior):
+        value = getattr(prior, item.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PriorError(f"{item.name} must be a number, not {value!r}")
+        if not math.isfinite(value):
+            raise PriorError(f"{item.name} must be finite, not {value}")
+        if item.name in positive and not value > 0:
+            raise PriorError(f"{item.name} must be > 0, not {value}")
 
 
 @dataclass(frozen=True)
-class Prior:
-    """Normal(mu, sigma) for a population value; ``spread`` is the HalfNormal scale of the
-    arch-to-arch standard deviation (hierarchical pooling only). ``sigma`` alone is used for
-    the noise scale (HalfNormal), and ``mu`` / ``sigma`` as the Gamma shape / rate of ``nu``."""
+class Normal:
+    """Normal(mu, sigma) for a real parameter; ``spread``: HalfNormal scale across archs."""
 
     mu: float = 0.0
     sigma: float = 1.0
     spread: float = 0.1
 
-
-# Weakly informative defaults for the reference-scale parametrization (see module docstring):
-# loss terms of order 0.1-1 nat at the reference scale, exponents 0-0.6, irreducible loss 1-3.
-_WEAK = {
-    "log_a_ref": Prior(-1.0, 1.0, 0.5),
-    "alpha": Prior(0.3, 0.15, 0.1),
-    "log_b_ref": Prior(-0.5, 1.0, 0.5),
-    "beta": Prior(0.3, 0.15, 0.1),
-    "gamma": Prior(0.1, 0.1, 0.1),
-    "log_g_ref": Prior(-2.0, 1.5, 0.5),
-    "delta": Prior(0.0, 0.5, 0.2),
-    "omega": Prior(0.0, 0.5, 0.2),
-    "zeta": Prior(0.0, 0.05, 0.02),
-    "a": Prior(-0.05, 0.05, 0.02),
-    "b": Prior(-0.05, 0.1, 0.05),
-    "c": Prior(0.0, 0.01, 0.005),
-    "d_ref": Prior(1.0, 0.5, 0.2),
-    "log_e": Prior(0.5, 0.5),
-    "sigma": Prior(0.0, 0.05),
-    "nu": Prior(2.0, 0.1),
-}
+    def __post_init__(self) -> None:
+        _check(self, ("sigma", "spread"))
 
 
-def _ref(log_coef: float, exponent: float, log_ref: float) -> float:
-    """Reference-scale value of a published ln-coefficient with a positive exponent."""
-    return log_coef - exponent * log_ref
+@dataclass(frozen=True)
+class LogNormal:
+    """A positive parameter: ln x ~ Normal(ln median, sigma); ``spread`` across archs, on ln."""
+
+    median: float = 1.0
+    sigma: float = 0.5
+    spread: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(self, ("median", "sigma", "spread"))
 
 
-# Literature centres (shared/docs/REFERENCE.md): Epoch AI's refit of Chinchilla (arXiv:2404.10102)
-# for the dense terms, Krajewski et al. 2024 (E = 64 fit) for granularity, Ludziejewski et al.
-# 2025 for the joint law. Widths are a few published standard errors.
-_LITERATURE = {
-    "log_a_ref": Prior(_ref(math.log(482.01), 0.3478, LOG_N_REF), 0.3, 0.3),
-    "alpha": Prior(0.3478, 0.05, 0.05),
-    "log_b_ref": Prior(_ref(math.log(2085.43), 0.3658, LOG_D_REF), 0.3, 0.3),
-    "beta": Prior(0.3658, 0.05, 0.05),
-    "log_e": Prior(math.log(1.8172), 0.1),
-    "log_g_ref": Prior(_ref(math.log(2.1), 0.115, LOG_N_REF), 0.5, 0.3),
-    "delta": Prior(-0.2285, 0.1, 0.1),
-    "omega": Prior(0.5529, 0.1, 0.1),
-    "zeta": Prior(-0.0259, 0.01, 0.01),
-}
+@dataclass(frozen=True)
+class HalfNormal:
+    """HalfNormal(sigma) for a scale (noise, cell-to-cell deviations)."""
 
-# Which prior keys each law samples (the model adds ``sigma`` and ``nu`` to all of them).
-LAW_PRIOR_KEYS = {
-    "chinchilla": ("log_a_ref", "alpha", "log_b_ref", "beta", "log_e"),
-    "experts": ("log_a_ref", "alpha", "gamma", "log_b_ref", "beta", "log_e"),
-    "granularity": ("log_a_ref", "alpha", "log_b_ref", "beta", "log_g_ref", "gamma", "log_e"),
-    "joint": ("log_a_ref", "alpha", "delta", "gamma", "log_b_ref", "beta", "omega", "zeta",
-              "log_e"),
-    "clark": ("a", "b", "c", "d_ref"),
-}  # fmt: skip
-# The joint law's exponents are negative (Ludziejewski et al.'s sign convention).
-_NEGATIVE_EXPONENTS = {"joint": ("alpha", "beta")}
+    sigma: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self, ("sigma",))
 
 
-def default_priors(law: str, literature: bool = False) -> dict[str, Prior]:
-    """A fresh dict of priors for ``law``: weak defaults, or literature-centred ones.
+@dataclass(frozen=True)
+class Gamma:
+    """Gamma(alpha, beta): shape and rate (mean alpha / beta), e.g. Student-t degrees of
+    freedom."""
 
-    Example
-    -------
-    >>> default_priors("chinchilla")["alpha"]
-    Prior(mu=0.3, sigma=0.15, spread=0.1)
-    """
-    if law not in LAW_PRIOR_KEYS:
-        raise UnknownPriorError(f"unknown law {law!r}; expected one of {sorted(LAW_PRIOR_KEYS)}")
-    priors = {}
-    for key in (*LAW_PRIOR_KEYS[law], "sigma", "nu"):
-        prior = _LITERATURE.get(key, _WEAK[key]) if literature else _WEAK[key]
-        if key in _NEGATIVE_EXPONENTS.get(law, ()):
-            prior = replace(prior, mu=-prior.mu)
-        priors[key] = prior
-    if law == "joint":  # the joint law's reference terms carry their coefficients' signs too
-        priors["log_a_ref"] = replace(priors["log_a_ref"], mu=math.log(35.91) - 0.1889 * LOG_N_REF)
-        priors["log_b_ref"] = replace(priors["log_b_ref"], mu=math.log(35.98) - 0.1775 * LOG_D_REF)
-    return priors
+    alpha: float = 2.0
+    beta: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self, ("alpha", "beta"))
+
+
+AnyPrior = Normal | LogNormal | HalfNormal | Gamma
+# Transitional: the hyperparameter model still builds its defaults as Prior(mu, sigma, spread).
+Prior = Normal
+
+
+def _describe(prior: AnyPrior) -> str:
+    return f"{type(prior).__name__}({', '.join(f.name for f in fields(prior))})"
 
 
 def override_priors(
-    priors: dict[str, Prior], overrides: dict[str, dict[str, float]] | None
-) -> dict[str, Prior]:
-    """Replace fields of named priors; an unknown key or field lists the valid ones."""
+    priors: dict[str, AnyPrior], overrides: Any, origin: str = "priors"
+) -> dict[str, AnyPrior]:
+    """Replace fields of named priors; an unknown key or field, a non-number or a value outside
+    the distribution's support raises :class:`PriorError` naming the key and what is allowed."""
+    if overrides is None:
+        return dict(priors)
+    if not isinstance(overrides, dict):
+        raise PriorError(f"{origin}: expected a table of priors, not {overrides!r}")
     out = dict(priors)
-    for key, fields in (overrides or {}).items():
+    for key, values in overrides.items():
         if key not in out:
-            raise UnknownPriorError(f"unknown prior {key!r}; expected one of {sorted(out)}")
-        if not isinstance(fields, dict):
-            raise UnknownPriorError(f"prior {key!r} must be a table of fields, got {fields!r}")
-        unknown = set(fields) - {"mu", "sigma", "spread"}
+            raise PriorError(f"{origin}: unknown prior {key!r}; expected one of {sorted(out)}")
+        where = f"{origin}.{key} ({_describe(out[key])})"
+        if not isinstance(values, dict):
+            raise PriorError(f"{where}: expected a table of fields, not {values!r}")
+        allowed = [f.name for f in fields(out[key])]
+        unknown = sorted(set(values) - set(allowed))
         if unknown:
-            raise UnknownPriorError(
-                f"prior {key!r}: unknown field(s) {sorted(unknown)}; expected mu, sigma, spread"
-            )
-        out[key] = replace(out[key], **{name: float(value) for name, value in fields.items()})
+            raise PriorError(f"{where}: unknown field(s) {unknown}; expected some of {allowed}")
+        try:
+            out[key] = replace(out[key], **values)
+        except PriorError as error:
+            raise PriorError(f"{where}: {error}") from error
     return out
+
+
+def arch_parameter(name: str, prior: AnyPrior, pooling: str, sign: float = 1.0) -> Any:
+    """One law parameter with dims ``arch``: pooled, hierarchical (non-centred) or separate.
+
+    A :class:`LogNormal` prior gives a positive parameter built on the log scale (sampled
+    variables ``log_<name>_mu``, ``log_<name>_spread``, ``log_<name>_z``); ``sign = -1`` then
+    makes it negative by construction (laws written a N^alpha with alpha < 0).
+    """
+    n_arch = len(pm.modelcontext(None).coords["arch"])
+    if isinstance(prior, LogNormal):
+        location, base = math.log(prior.median), f"log_{name}"
+    elif isinstance(prior, Normal):
+        location, base = prior.mu, name
+    else:
+        raise PriorError(f"{name}: a per-arch parameter needs a Normal or LogNormal prior")
+    if pooling == "separate":
+        value = pm.Normal(f"{base}_arch", location, prior.sigma, dims="arch")
+    else:
+        mu = pm.Normal(f"{base}_mu", location, prior.sigma)
+        if pooling == "pooled":
+            value = pt.repeat(mu, n_arch)
+        else:
+            spread = pm.HalfNormal(f"{base}_spread", prior.spread)
+            z = pm.Normal(f"{base}_z", 0.0, 1.0, dims="arch")
+            value = mu + spread * z
+    if isinstance(prior, LogNormal):
+        value = sign * pt.exp(value)
+    return pm.Deterministic(name, value, dims="arch")

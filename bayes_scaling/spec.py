@@ -14,32 +14,140 @@ Example ``models/loss/wang2024.toml``::
 from __future__ import annotations
 
 import json
+import math
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bayes_scaling.laws import LAWS
-from bayes_scaling.priors import Prior, default_priors, override_priors
+from bayes_scaling.priors import POOLINGS, AnyPrior, PriorError, override_priors
 
 __all__ = [
     "HYPER_FORMS",
     "HYPER_TERMS",
     "POOLINGS",
+    "SAMPLERS",
     "HyperSpec",
     "ModelSpec",
+    "SamplerSettings",
     "SpecError",
+    "find_spec",
+    "list_specs",
     "read_spec",
     "spec_from_json",
 ]
 
-POOLINGS = ("pooled", "hierarchical", "separate")
-_KEYS = {"name", "description", "kind", "law", "pooling", "shared", "literature_priors", "priors"}
+_KEYS = {
+    "name",
+    "description",
+    "kind",
+    "law",
+    "pooling",
+    "shared",
+    "literature_priors",
+    "priors",
+    "sampler",
+}
 
 
 class SpecError(ValueError):
-    """A hypothesis file or spec that names an unknown key, law or pooling."""
+    """A hypothesis file or spec with an unknown key, law or pooling, or a value of the wrong
+    type; the message names the file and the key."""
+
+
+SAMPLERS = ("nutpie", "pymc")
+ADAPTATIONS = ("diag", "low_rank")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How a hypothesis is sampled: ``[sampler]`` in its file, overridable per fit.
+
+    ``extend`` is how many times :func:`bayes_scaling.fit.fit` may resample with twice the
+    warm-up and draws (and a higher target acceptance after divergences) when the convergence
+    check fails; each attempt is recorded with the posterior.
+    """
+
+    sampler: str = "nutpie"
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 4
+    target_accept: float = 0.9
+    adaptation: str = "diag"
+    extend: int = 1
+
+    def __post_init__(self) -> None:
+        for name, low in (("draws", 1), ("tune", 0), ("chains", 1), ("extend", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise SpecError(f"sampler.{name} must be a whole number >= {low}, not {value!r}")
+        if not _number(self.target_accept) or not 0.5 <= self.target_accept < 1.0:
+            raise SpecError(
+                f"sampler.target_accept must be a number in [0.5, 1), not {self.target_accept!r}"
+            )
+        if self.sampler not in SAMPLERS:
+            raise SpecError(
+                f"sampler.sampler {self.sampler!r} is unknown; expected one of {list(SAMPLERS)}"
+            )
+        if self.adaptation not in ADAPTATIONS:
+            raise SpecError(
+                f"sampler.adaptation {self.adaptation!r} is unknown; "
+                f"expected one of {list(ADAPTATIONS)}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SamplerSettings:
+        """From a ``[sampler]`` table, refusing unknown keys."""
+        if not isinstance(data, dict):
+            raise SpecError(f"sampler must be a table, not {data!r}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise SpecError(f"sampler: unknown key(s) {unknown}; expected some of {known}")
+        return cls(**data)
+
+    def with_overrides(self, **values: Any) -> SamplerSettings:
+        """A copy with the given settings replaced (``None`` keeps the current value)."""
+        return SamplerSettings(
+            **{**asdict(self), **{k: v for k, v in values.items() if v is not None}}
+        )
+
+
+# The type of every scalar key of a hypothesis file, checked before anything else reads it.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "description": (str,),
+    "kind": (str,),
+    "law": (str,),
+    "pooling": (str,),
+    "form": (str,),
+    "literature_priors": (bool,),
+    "off_bowl_above": (int, float),
+}
+_TEXT_LISTS = ("shared", "lr_terms", "batch_terms")
+
+
+def _check_types(data: dict[str, Any]) -> None:
+    """Refuse values of the wrong type: ``law = [..]``, ``literature_priors = "no"``, ..."""
+    for key, value in data.items():
+        if key in _TYPES:
+            types = _TYPES[key]
+            wrong = not isinstance(value, types) or (bool not in types and isinstance(value, bool))
+            if wrong:
+                expected = " or ".join(t.__name__ for t in types).replace("bool", "true/false")
+                raise SpecError(f"{key} must be {expected}, not {value!r}")
+        elif key in _TEXT_LISTS:
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise SpecError(f"{key} must be a list of names, not {value!r}")
+        elif key == "priors" and not isinstance(value, dict):
+            raise SpecError(f"priors must be a table of priors, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -59,8 +167,11 @@ class ModelSpec:
     priors: dict[str, dict[str, float]] = field(default_factory=dict)
     kind: str = "loss"
     shared: tuple[str, ...] = ()
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
 
     def __post_init__(self) -> None:
+        if isinstance(self.sampler, dict):
+            object.__setattr__(self, "sampler", SamplerSettings.from_dict(self.sampler))
         if self.kind != "loss":
             raise SpecError(f"unknown kind {self.kind!r}; expected one of {list(_KINDS)}")
         if self.law not in LAWS:
@@ -69,7 +180,7 @@ class ModelSpec:
             raise SpecError(f"unknown pooling {self.pooling!r}; expected one of {list(POOLINGS)}")
         try:
             priors = self.resolved_priors()
-        except ValueError as error:
+        except PriorError as error:
             raise SpecError(str(error)) from error
         object.__setattr__(self, "shared", tuple(self.shared))
         per_arch = sorted(set(priors) - {"log_e", "sigma", "nu"})
@@ -80,9 +191,11 @@ class ModelSpec:
                 f"expected some of {per_arch}"
             )
 
-    def resolved_priors(self) -> dict[str, Prior]:
+    def resolved_priors(self) -> dict[str, AnyPrior]:
         """The law's default priors with this spec's overrides applied."""
-        return override_priors(default_priors(self.law, self.literature_priors), self.priors)
+        return override_priors(
+            LAWS[self.law].default_priors(self.literature_priors), self.priors, "priors"
+        )
 
     def to_json(self) -> str:
         """The spec as JSON, for saving with a posterior."""
@@ -100,6 +213,7 @@ class ModelSpec:
         if unknown:
             raise SpecError(f"{origin}: unknown key(s) {unknown}; expected some of {sorted(_KEYS)}")
         try:
+            _check_types(data)
             return cls(**data)
         except SpecError as error:
             raise SpecError(f"{origin}: {error}") from error
@@ -122,8 +236,9 @@ _HYPER_KEYS = {
     "pooling",
     "lr_terms",
     "batch_terms",
-    "diverged_above",
+    "off_bowl_above",
     "priors",
+    "sampler",
 }
 
 
@@ -132,9 +247,11 @@ class HyperSpec:
     """An optimal batch size / learning rate hypothesis (``kind = "hyper"``).
 
     ``form`` picks the terms the bowl's centre follows (:data:`HYPER_FORMS`); ``lr_terms`` and
-    ``batch_terms`` override them with any of :data:`HYPER_TERMS`. ``diverged_above`` flags a
-    run whose loss exceeds its cell's best by more than that fraction as diverged: it is listed
-    and left out of the fit. ``priors`` override :func:`bayes_scaling.hyper_model.hyper_priors`.
+    ``batch_terms`` override them with any of :data:`HYPER_TERMS`. ``off_bowl_above`` flags a
+    grid run whose loss exceeds its cell's best by more than that fraction as off the bowl (see
+    :func:`bayes_scaling.hyper_model.flag_off_bowl`): it is listed and left out of the fit.
+    ``priors`` override
+    :func:`bayes_scaling.hyper_model.hyper_priors`.
     """
 
     form: str = "steplaw"
@@ -143,11 +260,14 @@ class HyperSpec:
     description: str = ""
     lr_terms: tuple[str, ...] = ()
     batch_terms: tuple[str, ...] = ()
-    diverged_above: float = 0.2
+    off_bowl_above: float = 0.2
     priors: dict[str, dict[str, float]] = field(default_factory=dict)
     kind: str = "hyper"
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
 
     def __post_init__(self) -> None:
+        if isinstance(self.sampler, dict):
+            object.__setattr__(self, "sampler", SamplerSettings.from_dict(self.sampler))
         if self.kind != "hyper":
             raise SpecError(f"unknown kind {self.kind!r}; expected 'hyper'")
         if self.form not in HYPER_FORMS:
@@ -161,18 +281,20 @@ class HyperSpec:
             unknown = sorted(set(getattr(self, key)) - set(HYPER_TERMS))
             if unknown:
                 raise SpecError(f"{key}: unknown term(s) {unknown}; expected some of {HYPER_TERMS}")
-        if not self.diverged_above > 0:
-            raise SpecError(f"diverged_above must be positive, not {self.diverged_above}")
+        if not _number(self.off_bowl_above) or not self.off_bowl_above > 0:
+            raise SpecError(
+                f"off_bowl_above must be a positive number, not {self.off_bowl_above!r}"
+            )
         try:
             self.resolved_priors()
-        except ValueError as error:
+        except PriorError as error:
             raise SpecError(str(error)) from error
 
-    def resolved_priors(self) -> dict[str, Prior]:
+    def resolved_priors(self) -> dict[str, AnyPrior]:
         """The default priors of this spec's terms with its overrides applied."""
         from bayes_scaling.hyper_model import hyper_priors
 
-        return override_priors(hyper_priors(self.lr_terms, self.batch_terms), self.priors)
+        return override_priors(hyper_priors(self.lr_terms, self.batch_terms), self.priors, "priors")
 
     def to_json(self) -> str:
         """The spec as JSON, for saving with a posterior."""
@@ -187,6 +309,7 @@ class HyperSpec:
                 f"{origin}: unknown key(s) {unknown}; expected some of {sorted(_HYPER_KEYS)}"
             )
         try:
+            _check_types(data)
             return cls(**data)
         except SpecError as error:
             raise SpecError(f"{origin}: {error}") from error
@@ -198,23 +321,65 @@ _KINDS: dict[str, type[ModelSpec] | type[HyperSpec]] = {"loss": ModelSpec, "hype
 def _from_dict(data: dict[str, Any], origin: str) -> ModelSpec | HyperSpec:
     """Dispatch on ``kind`` (default ``"loss"``)."""
     kind = data.get("kind", "loss")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise SpecError(f"{origin}: unknown kind {kind!r}; expected one of {list(_KINDS)}")
     return _KINDS[kind].from_dict(data, origin=origin)
 
 
 def spec_from_json(text: str) -> ModelSpec | HyperSpec:
     """Inverse of ``to_json`` for either kind of spec."""
-    return _from_dict(json.loads(text), origin="stored spec")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SpecError(f"stored spec: not JSON ({error.msg})") from error
+    if not isinstance(data, dict):
+        raise SpecError("stored spec: expected a JSON object")
+    return _from_dict(data, origin="stored spec")
+
+
+_PACKAGED = ("loss", "hyper")
+
+
+def list_specs() -> dict[str, Path]:
+    """The hypothesis files shipped with the package: ``"loss/wang2024"`` -> its path."""
+    root = resources.files("bayes_scaling") / "models"
+    out = {}
+    for kind in _PACKAGED:
+        folder = Path(str(root / kind))
+        for path in sorted(folder.glob("*.toml")):
+            out[f"{kind}/{path.stem}"] = path
+    return out
+
+
+def find_spec(name: str | os.PathLike[str]) -> Path:
+    """The file a ``--model`` value names: an existing path, or a shipped hypothesis by name:
+    ``kind/name`` (``hyper/steplaw``), or a bare name, which is the loss hypothesis of that name
+    when there is one (``wang2024`` is ``loss/wang2024``; ``hyper/wang2024`` names the other)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = list_specs()
+    key = str(name).removesuffix(".toml")
+    if key in shipped:
+        return shipped[key]
+    # A bare name is a loss hypothesis first (``wang2024``); ``hyper/wang2024`` names the other.
+    matches = [full for full in shipped if full.split("/", 1)[1] == key]
+    if matches:
+        return shipped[matches[0]]
+    raise SpecError(
+        f"model {str(name)!r} is neither a file nor a shipped hypothesis; shipped: "
+        f"{', '.join(shipped)} (see `bayes-scaling models list`)"
+    )
 
 
 def read_spec(path: str | os.PathLike[str]) -> ModelSpec | HyperSpec:
-    """Read a hypothesis TOML file; its ``name`` defaults to the file's stem."""
-    path = Path(path)
+    """Read a hypothesis TOML file (a path, or a shipped hypothesis by name: see
+    :func:`find_spec`); its ``name`` defaults to the file's stem."""
+    path = find_spec(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text") from error
     except tomllib.TOMLDecodeError as error:
         raise SpecError(f"{path}: not valid TOML ({error})") from error
     data.setdefault("name", path.stem)

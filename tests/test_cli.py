@@ -85,9 +85,11 @@ def test_fit_strict_exits_2_when_unconverged_then_predict_json(tmp_path: Path) -
         "--runs",
         str(runs_file),
         "--model",
-        "models/loss/chinchilla.toml",
+        "chinchilla",
         "--out",
         str(out),
+        "--extend",
+        "0",
         "--draws",
         "100",
         "--tune",
@@ -123,23 +125,27 @@ def test_fit_strict_exits_2_when_unconverged_then_predict_json(tmp_path: Path) -
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
-def test_fit_hyper_lists_diverged_runs_then_predict_gives_lr_and_batch(tmp_path: Path) -> None:
+def test_fit_hyper_lists_off_bowl_runs_then_predict_gives_lr_and_batch(tmp_path: Path) -> None:
     import json
 
     from bayes_scaling.runs import write_runs
     from tests.simulate import simulate_grid
 
-    runs = simulate_grid(seed=6, diverged=2)
+    runs = simulate_grid(seed=6)
+    # Two runs blown up at their cell's highest learning rate (3x the loss): off the bowl.
+    highest = runs.groupby(["n_active", "tokens"])["lr"].transform("max") == runs["lr"]
+    blown_up = runs.index[highest][[0, 7]]
+    runs.loc[blown_up, "loss"] *= 3.0
     runs_file = write_runs(runs, tmp_path / "grid.csv")
     out = tmp_path / "hyper.nc"
     result = runner.invoke(
         app,
         ["fit", "--runs", str(runs_file), "--model", "models/hyper/steplaw.toml", "--out", str(out),
-         "--draws", "200", "--tune", "200", "--chains", "2"],
+         "--draws", "200", "--tune", "200", "--chains", "2", "--extend", "0"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "2 run(s) flagged as diverged" in result.output
-    for run_id in runs.loc[runs["truly_diverged"], "run_id"]:
+    assert "2 run(s) flagged" in result.output
+    for run_id in runs.loc[blown_up, "run_id"]:
         assert run_id in result.output
     result = runner.invoke(
         app, ["predict", str(out), "--n-active", "5e8", "--tokens", "2e10", "--json"]
@@ -149,3 +155,8 @@ def test_fit_hyper_lists_diverged_runs_then_predict_gives_lr_and_batch(tmp_path:
     assert answer["lr_interval"][0] < answer["lr"] < answer["lr_interval"][1]
     assert answer["batch_interval"][0] < answer["batch_tokens"] < answer["batch_interval"][1]
     assert 1e-5 < answer["lr"] < 1e-1 and 1e4 < answer["batch_tokens"] < 1e8
+    assert answer["lr_interval"][0] < answer["lr_median"] < answer["lr_interval"][1]
+    assert 0 < answer["expected_loss_penalty"] <= answer["expected_loss_penalty_at_median"]
+    result = runner.invoke(app, ["predict", str(out), "--n-active", "5e8", "--tokens", "2e10"])
+    assert result.exit_code == 0, result.output
+    assert f"lr {answer['lr']:.3g}" in result.output and "expected loss penalty" in result.output

@@ -12,7 +12,7 @@ from bayes_scaling.spec import ModelSpec
 from tests.simulate import simulate_runs
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "loss"
-TINY = {"draws": 150, "tune": 150, "chains": 2, "progressbar": False}
+TINY = {"draws": 150, "tune": 150, "chains": 2, "extend": 0, "progressbar": False}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_same_seed_same_posterior_and_other_seed_differs(tiny_posterior: Posteri
 def test_short_chains_fail_the_check_and_name_parameters(tiny_posterior: Posterior) -> None:
     report = check_convergence(tiny_posterior.idata)
     assert not report.ok  # 2 x 150 draws cannot reach a bulk ESS of 400
-    assert "alpha_mu" in report.bad_ess and "more --tune and --draws" in str(report)
+    assert "log_alpha_mu" in report.bad_ess and "more --tune and --draws" in str(report)
 
 
 def test_save_load_round_trip_keeps_draws_spec_version_and_runs(
@@ -71,6 +71,9 @@ def test_save_load_round_trip_keeps_draws_spec_version_and_runs(
             tiny_posterior.idata["posterior"][name].to_numpy(),
         )
     assert [p.name for p in tmp_path.iterdir()] == ["post.nc"]  # no temporary left behind
+    assert back.sampler == tiny_posterior.sampler
+    assert back.sampler["draws"] == 150 and back.sampler["random_seed"] == 11
+    assert list(back.runs.dtypes) == list(tiny_posterior.runs.dtypes)
 
 
 def test_loading_a_foreign_netcdf_is_refused(tiny_posterior: Posterior, tmp_path: Path) -> None:
@@ -81,5 +84,29 @@ def test_loading_a_foreign_netcdf_is_refused(tiny_posterior: Posterior, tmp_path
 
 
 def test_unknown_sampler_is_refused(tiny_posterior: Posterior) -> None:
-    with pytest.raises(ValueError, match="unknown sampler"):
+    with pytest.raises(ValueError, match="sampler 'gibbs' is unknown"):
         fit(tiny_posterior.runs, tiny_posterior.spec, sampler="gibbs", **TINY)
+
+
+def test_a_failed_check_extends_warm_up_and_draws_and_says_so(tiny_posterior: Posterior) -> None:
+    lines: list[str] = []
+    settings = {**TINY, "extend": 1, "draws": 60, "tune": 60}
+    posterior = fit(tiny_posterior.runs, tiny_posterior.spec, random_seed=3, log=lines.append,
+                    **settings)  # fmt: skip
+    first, second = posterior.sampler["attempts"]
+    assert not first["converged"] and (first["tune"], first["draws"]) == (60, 60)
+    assert (second["tune"], second["draws"]) == (1000, 120)  # warm-up at least doubled to 1000
+    assert posterior.idata["posterior"].sizes["draw"] == 120  # the saved fit is the last one
+    assert any("sampling again" in line for line in lines)
+
+
+def test_diverged_trainer_runs_are_never_observations(tiny_posterior: Posterior) -> None:
+    runs = tiny_posterior.runs.assign(status="finished")
+    runs.loc[[0, 3], "status"] = "diverged"
+    runs.loc[[0, 3], "loss"] = np.log(256.0)  # what the trainer records for a blow-up
+    lines: list[str] = []
+    posterior = fit(runs, tiny_posterior.spec, random_seed=1, log=lines.append, **TINY)
+    assert len(posterior.runs) == len(runs) - 2
+    assert posterior.sampler["left_out_diverged"] == runs["run_id"].iloc[[0, 3]].tolist()
+    assert posterior.idata["observed_data"]["log_loss"].sizes["run"] == len(runs) - 2
+    assert lines == ["left out 2 diverged trainer run(s) (status = 'diverged')"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pymc as pm
 import pytest
 
-from bayes_scaling.laws import LAWS
+from bayes_scaling.laws import LAWS, default_priors
 from bayes_scaling.loss_model import MissingColumnError, create_loss_model
-from bayes_scaling.priors import UnknownPriorError, default_priors
+from bayes_scaling.priors import Gamma, LogNormal, PriorError
 from bayes_scaling.spec import POOLINGS, ModelSpec, SpecError
 from tests.helpers import assert_finite_gradient
 from tests.simulate import simulate_runs
@@ -43,9 +44,12 @@ def test_pooling_variants_share_as_they_claim(runs) -> None:
         p: {v.name for v in create_loss_model(runs, ModelSpec(pooling=p)).free_RVs}
         for p in POOLINGS
     }
-    assert "alpha_mu" in free["pooled"] and "alpha_spread" not in free["pooled"]
-    assert {"alpha_mu", "alpha_spread", "alpha_z"} <= free["hierarchical"]
-    assert "alpha" in free["separate"] and "alpha_mu" not in free["separate"]
+    # alpha (LogNormal) is built on the log scale; gamma (Normal) directly.
+    assert "log_alpha_mu" in free["pooled"] and "log_alpha_spread" not in free["pooled"]
+    assert {"log_alpha_mu", "log_alpha_spread", "log_alpha_z"} <= free["hierarchical"]
+    assert {"gamma_mu", "gamma_spread", "gamma_z"} <= free["hierarchical"]
+    assert "log_alpha_arch" in free["separate"] and "log_alpha_mu" not in free["separate"]
+    assert "gamma_arch" in free["separate"] and "gamma_mu" not in free["separate"]
 
 
 def test_inputs_are_data_so_extrapolation_is_set_data(runs) -> None:
@@ -70,19 +74,52 @@ def test_law_missing_a_column_is_refused_with_its_name(runs) -> None:
 
 
 def test_priors_override_and_unknown_keys_list_valid_ones(runs) -> None:
-    spec = ModelSpec(priors={"alpha": {"mu": 0.5, "sigma": 0.01}})
-    assert spec.resolved_priors()["alpha"].mu == 0.5
-    assert default_priors("experts")["alpha"].mu == 0.3  # defaults are fresh, not mutated
+    spec = ModelSpec(priors={"alpha": {"median": 0.5, "sigma": 0.01}})
+    assert spec.resolved_priors()["alpha"] == LogNormal(0.5, 0.01, 0.33)
+    assert default_priors("experts")["alpha"].median == 0.3  # defaults are fresh, not mutated
     with pytest.raises(ValueError, match="log_a_ref"):
         ModelSpec(priors={"alpah": {"mu": 0.5}})
-    with pytest.raises(SpecError, match="expected mu, sigma, spread"):
-        ModelSpec(priors={"alpha": {"center": 1.0}})
-    with pytest.raises(UnknownPriorError, match="unknown law"):
+    # Each prior has its distribution's own fields: alpha's LogNormal has no mu, nu's Gamma no
+    # sigma, so a file cannot set one thing while meaning another.
+    with pytest.raises(SpecError, match=r"LogNormal\(median, sigma, spread\).*\['mu'\]"):
+        ModelSpec(priors={"alpha": {"mu": 1.0}})
+    with pytest.raises(SpecError, match=r"Gamma\(alpha, beta\)"):
+        ModelSpec(priors={"nu": {"mu": 3.0}})
+    assert ModelSpec(priors={"nu": {"alpha": 3.0}}).resolved_priors()["nu"] == Gamma(3.0, 0.1)
+    with pytest.raises(PriorError, match="unknown law"):
         default_priors("kaplan")
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"sigma": 0.0}, "sigma must be > 0"),
+        ({"sigma": -1.0}, "sigma must be > 0"),
+        ({"mu": float("nan")}, "mu must be finite"),
+        ({"mu": [1.0]}, "mu must be a number"),
+        ({"mu": True}, "mu must be a number"),
+    ],
+)
+def test_prior_values_outside_the_support_name_the_prior(fields, fragment) -> None:
+    with pytest.raises(SpecError, match=f"priors.log_a_ref.*{fragment}"):
+        ModelSpec(law="chinchilla", priors={"log_a_ref": fields})
+
+
+def test_exponents_are_positive_by_construction() -> None:
+    # Under the default priors a closed-form optimum (log alpha, log beta) always exists: the
+    # old Normal(0.3, 0.15) prior put 2-3% of its mass below zero.
+    runs_stub = pd.DataFrame({"run_id": ["a", "b"], "arch": ["dense", "moe"], "n_active": 1e8,
+                              "tokens": 1e9, "experts": [1, 8], "loss": 3.0, "eval_set": "x",
+                              "granularity": 1.0})  # fmt: skip
+    for law, sign in (("experts", 1.0), ("joint", -1.0)):
+        model = create_loss_model(runs_stub, ModelSpec(law=law, pooling="separate"))
+        prior = pm.sample_prior_predictive(draws=2000, model=model, random_seed=1)["prior"]
+        for name in ("alpha", "beta"):
+            assert (sign * prior[name].to_numpy() > 0).all(), (law, name)
 
 
 def test_literature_priors_centre_on_published_values() -> None:
     weak, literature = default_priors("chinchilla"), default_priors("chinchilla", literature=True)
-    assert literature["alpha"].mu == pytest.approx(0.3478)
+    assert literature["alpha"].median == pytest.approx(0.3478)
     assert literature["log_e"].mu == pytest.approx(np.log(1.8172))
     assert literature["alpha"].sigma < weak["alpha"].sigma

@@ -20,6 +20,7 @@ def posterior() -> Posterior:
         draws=100,
         tune=150,
         chains=2,
+        extend=0,
         progressbar=False,
     )
 

@@ -21,6 +21,7 @@ def posterior() -> Posterior:
         draws=300,
         tune=300,
         chains=2,
+        extend=0,
         progressbar=False,
     )
 

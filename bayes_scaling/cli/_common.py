@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
@@ -16,6 +16,8 @@ app = typer.Typer(
 )
 datasets_app = typer.Typer(help="Public data sets as run tables.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
+models_app = typer.Typer(help="Hypothesis files shipped with the package.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 PathOption = Annotated[
     Path | None, typer.Option("--path", help="File or folder of an unbundled data set.")
@@ -34,3 +36,25 @@ def load_runs_dataset(name: str, path: Path | None) -> pd.DataFrame:
         return load_dataset(name, path=path)
     except (UnknownDatasetError, DataFileMissingError, RunTableError) as error:
         raise fail(str(error)) from error
+
+
+def load_posterior(path: Path, what: str = "posterior") -> Any:
+    """Load a posterior file, or exit 1 saying why it cannot be one."""
+    from bayes_scaling.posterior import Posterior, PosteriorFileError
+
+    try:
+        return Posterior.load(path)
+    except (PosteriorFileError, FileNotFoundError) as error:
+        raise fail(f"{what}: {error}") from error
+
+
+def check_prob(prob: float, option: str = "--prob") -> float:
+    """An interval probability strictly between 0 and 1, or exit 1."""
+    if not 0.0 < prob < 1.0:
+        raise fail(f"{option} {prob:g}: expected a probability strictly between 0 and 1")
+    return prob
+
+
+def named(error: RunTableError, origin: object) -> RunTableError:
+    """The same problems, attributed to the user's file or data set."""
+    return RunTableError(error.problems, str(origin))

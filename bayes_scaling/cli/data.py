@@ -8,7 +8,15 @@ from typing import Annotated
 import pandas as pd
 import typer
 
-from bayes_scaling.cli._common import PathOption, app, datasets_app, fail, load_runs_dataset
+from bayes_scaling.cli._common import (
+    PathOption,
+    app,
+    datasets_app,
+    fail,
+    load_runs_dataset,
+    models_app,
+    named,
+)
 from bayes_scaling.datasets import DATASETS
 from bayes_scaling.runs import RunTableError, read_runs, write_runs
 
@@ -68,13 +76,57 @@ def datasets_export(
 
 
 @app.command("validate")
-def validate(file: Path) -> None:
-    """Check a run table file; exit 1 listing every problem, or 0 with a one-line summary."""
+def validate(
+    file: Path,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Also check what this hypothesis needs (as `fit` does)."),
+    ] = None,
+) -> None:
+    """Check a run table file; exit 1 listing every problem, or 0 with a one-line summary.
+
+    With --model, also check what fitting that hypothesis needs (its law's columns, or the lr x
+    batch cells), exactly as `fit` does before sampling.
+    """
+    from bayes_scaling.fit import build_model
+    from bayes_scaling.loss_model import MissingColumnError
+    from bayes_scaling.runs import split_diverged
+    from bayes_scaling.spec import SpecError, read_spec
+
     try:
+        spec = read_spec(model) if model is not None else None
         runs = read_runs(file)
-    except (RunTableError, FileNotFoundError) as error:
+        measured, diverged = split_diverged(runs)
+        if spec is not None:
+            try:
+                build_model(measured, spec)
+            except RunTableError as error:
+                raise named(error, file) from error
+    except (RunTableError, FileNotFoundError, SpecError) as error:
         raise fail(str(error)) from error
+    except MissingColumnError as error:
+        raise fail(f"{file}: {error}") from error
     archs = ", ".join(
         f"{arch} {count}" for arch, count in runs["arch"].value_counts().sort_index().items()
     )
-    typer.echo(f"{file}: valid, {len(runs)} runs ({archs})")
+    against = f", fits {spec.name}" if spec is not None else ""
+    typer.echo(f"{file}: valid, {len(runs)} runs ({archs}){against}")
+    if len(diverged):
+        typer.echo(
+            f"{len(diverged)} run(s) have status 'diverged' and are left out of every fit: "
+            + ", ".join(diverged["run_id"].head(10))
+            + (" ..." if len(diverged) > 10 else "")
+        )
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The hypothesis files shipped with the package, with their descriptions."""
+    from bayes_scaling.spec import list_specs, read_spec
+
+    shipped = list_specs()
+    width = max(len(name) for name in shipped)
+    for name, path in shipped.items():
+        spec = read_spec(path)
+        typer.echo(f"{name:<{width}}  {spec.description}")
+    typer.echo("--model takes a name (a bare one is the loss hypothesis), kind/name, or a path")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,7 +15,12 @@ def decide_command(
     posterior_file: Annotated[Path, typer.Argument(help="A loss-law posterior written by `fit`.")],
     flops: Annotated[float, typer.Option("--flops", help="Training budget in FLOPs.")],
     objective: Annotated[
-        str, typer.Option("--objective", help="mean | q90 | p-target (needs --target).")
+        str,
+        typer.Option(
+            "--objective",
+            help="mean (expected loss) | q90 (its 90th percentile) | p-target (P(a new run's "
+            "loss <= --target), run noise included).",
+        ),
     ] = "mean",
     target: Annotated[float | None, typer.Option("--target", help="Target loss.")] = None,
     max_params: Annotated[
@@ -33,6 +38,10 @@ def decide_command(
     hyper: Annotated[
         Path | None, typer.Option("--hyper", help="Hyperparameter posterior for lr and batch.")
     ] = None,
+    eval_set: Annotated[
+        str | None, typer.Option("--eval-set", help="Eval set of the loss; default the only one.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the new-run noise draws.")] = 0,
     prob: Annotated[float, typer.Option("--prob", help="Interval probability.")] = 0.9,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Draw the frontier.")] = None,
@@ -40,8 +49,9 @@ def decide_command(
     """Recommend what to train with a FLOP budget: size, tokens, experts (and lr, batch)."""
     import json
 
-    from bayes_scaling.decide import DecisionError, frontier, recommend
-    from bayes_scaling.fit import Posterior
+    from bayes_scaling.decide import DecisionError, recommend
+    from bayes_scaling.frontier import frontier
+    from bayes_scaling.posterior import Posterior
 
     posterior = Posterior.load(posterior_file)
     try:
@@ -55,49 +65,60 @@ def decide_command(
             inference_tokens=inference_tokens,
             archs=arch,
             hyper=Posterior.load(hyper) if hyper is not None else None,
+            eval_set=eval_set,
+            random_seed=seed,
         )
-        optimum = frontier(posterior, [flops], choice.arch, experts=choice.experts)
+        optimum = frontier(
+            posterior, [flops], choice.arch, experts=choice.experts, eval_set=eval_set
+        ).to_dict(prob)
     except DecisionError as error:
         raise fail(str(error)) from error
-    summary = optimum.summary(probs=(prob,)).iloc[0]
-    label = f"{100 * prob:g}"
-    result = choice.to_dict(prob)
-    result["unconstrained_n_opt_interval"] = [
-        float(summary[f"n_opt_low_{label}"]),
-        float(summary[f"n_opt_high_{label}"]),
-    ]
-    result["unconstrained_n_opt_median"] = float(summary["n_opt_median"])
+    result = choice.to_dict(prob) | {"unconstrained": optimum}
     if as_json:
         typer.echo(json.dumps(result))
     else:
-        low, high = result["loss_interval"]
-        typer.echo(
-            f"C={flops:.3g} FLOPs, objective {objective}: {choice.arch} "
-            f"N={choice.n_active:.3g} active ({choice.n_total:.3g} total, E={choice.experts:g}), "
-            f"D={choice.tokens:.3g} tokens ({choice.tokens / choice.n_active:.1f} per parameter)"
-        )
-        typer.echo(
-            f"  expected loss {result['loss_median']:.4f} [{low:.4f}, {high:.4f}] ({label}%)"
-        )
-        typer.echo(
-            f"  compute-optimal N for {choice.arch}: {summary['n_opt_median']:.3g} "
-            f"[{summary[f'n_opt_low_{label}']:.3g}, {summary[f'n_opt_high_{label}']:.3g}] "
-            f"({label}%)"
-        )
-        if choice.lr:
-            typer.echo(
-                f"  lr {choice.lr['median']:.3g} [{choice.lr['low_90']:.3g}, "
-                f"{choice.lr['high_90']:.3g}], batch {choice.batch_tokens['median']:.4g} tokens "
-                f"[{choice.batch_tokens['low_90']:.4g}, {choice.batch_tokens['high_90']:.4g}]"
-            )
-        for _, row in choice.runners_up.head(5).iterrows():
-            typer.echo(
-                f"  runner-up: {row['arch']} E={row['experts']:g} N={row['n_active']:.3g} "
-                f"D={row['tokens']:.3g}, median loss {row['loss_median']:.4f}"
-            )
+        _print(result)
     if plot is not None:
         from bayes_scaling.plots import plot_frontier
 
-        figure = plot_frontier(posterior, budgets=(flops / 1e3, flops * 1e2), mark=flops)
+        figure = plot_frontier(
+            posterior, budgets=(flops / 1e3, flops * 1e2), mark=flops, eval_set=eval_set
+        )
         figure.savefig(plot, dpi=120, bbox_inches="tight")
         typer.echo(f"wrote {plot}")
+
+
+def _print(result: dict[str, Any]) -> None:
+    """The recommendation as text, from :meth:`Recommendation.to_dict`."""
+    label = f"{100 * result['prob']:g}%"
+    total = f"{result['n_total']:.3g}" if result["n_total"] is not None else "unknown"
+    typer.echo(
+        f"C={result['flops']:.3g} FLOPs, objective {result['objective']} "
+        f"({result['scored_on']}): {result['arch']} N={result['n_active']:.3g} active "
+        f"({total} total, E={result['experts']:g}), D={result['tokens']:.3g} tokens "
+        f"({result['tokens_per_param']:.1f} per parameter)"
+    )
+    if result["objective"] == "p-target":
+        typer.echo(f"  {result['scored_on']} = {result['score']:.3f}")
+    low, high = result["loss_interval"]
+    typer.echo(f"  expected loss {result['loss_median']:.4f} [{low:.4f}, {high:.4f}] ({label})")
+    if result["new_run_interval"] is not None:
+        low, high = result["new_run_interval"]
+        typer.echo(f"  a new run's loss [{low:.4f}, {high:.4f}] ({label}, run noise included)")
+    n_opt = result["unconstrained"]["n_opt"]
+    low, high = n_opt["interval"][0]
+    typer.echo(
+        f"  compute-optimal N for {result['arch']}: {n_opt['median'][0]:.3g} "
+        f"[{low:.3g}, {high:.3g}] ({label})"
+    )
+    if result["lr"]:
+        lr, batch = result["lr"], result["batch_tokens"]
+        typer.echo(
+            f"  lr {lr['median']:.3g} [{lr['low_90']:.3g}, {lr['high_90']:.3g}], batch "
+            f"{batch['median']:.4g} tokens [{batch['low_90']:.4g}, {batch['high_90']:.4g}]"
+        )
+    for row in result["runners_up"][:5]:
+        typer.echo(
+            f"  runner-up: {row['arch']} E={row['experts']:g} N={row['n_active']:.3g} "
+            f"D={row['tokens']:.3g}, median loss {row['loss_median']:.4f}"
+        )

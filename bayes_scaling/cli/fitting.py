@@ -7,58 +7,88 @@ from typing import Annotated
 
 import typer
 
-from bayes_scaling.cli._common import PathOption, app, fail, load_runs_dataset
+from bayes_scaling.cli._common import (
+    PathOption,
+    app,
+    check_prob,
+    fail,
+    load_posterior,
+    load_runs_dataset,
+    named,
+)
 from bayes_scaling.runs import RunTableError, read_runs
 
 
 @app.command("fit")
 def fit_command(
     model: Annotated[
-        Path, typer.Option("--model", help="Hypothesis file, e.g. models/loss/wang2024.toml.")
+        str,
+        typer.Option(
+            "--model",
+            help="Hypothesis: a shipped name (`bayes-scaling models list`) or a TOML file.",
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output netCDF file for the posterior.")],
     runs: Annotated[Path | None, typer.Option("--runs", help="Run table file.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Registered data set.")] = None,
     path: PathOption = None,
-    draws: int = 1000,
-    tune: int = 1000,
-    chains: int = 4,
+    draws: Annotated[int | None, typer.Option(help="Draws per chain (hypothesis file).")] = None,
+    tune: Annotated[int | None, typer.Option(help="Warm-up draws (hypothesis file).")] = None,
+    chains: Annotated[int | None, typer.Option(help="Chains (hypothesis file).")] = None,
     seed: int = 0,
-    sampler: str = "nutpie",
+    sampler: Annotated[str | None, typer.Option(help="nutpie or pymc (hypothesis file).")] = None,
     target_accept: Annotated[
-        float, typer.Option("--target-accept", help="NUTS target acceptance (0.9).")
-    ] = 0.9,
+        float | None, typer.Option("--target-accept", help="NUTS target acceptance.")
+    ] = None,
+    extend: Annotated[
+        int | None,
+        typer.Option(help="Times to resample with doubled warm-up when the check fails."),
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Exit 2 when the convergence check fails.")] = False,
 ) -> None:
-    """Fit a hypothesis to runs; print the convergence check and save the posterior."""
+    """Fit a hypothesis to runs; print the convergence check and save the posterior.
+
+    Sampler settings come from the hypothesis file's [sampler] section; options override them.
+    """
+    from bayes_scaling._io import OutputPathError, check_writable
     from bayes_scaling.fit import fit
     from bayes_scaling.loss_model import MissingColumnError
     from bayes_scaling.spec import ModelSpec, SpecError, read_spec
 
     if (runs is None) == (dataset is None):
         raise fail("give exactly one of --runs FILE or --dataset NAME")
+    settings = {"draws": draws, "tune": tune, "chains": chains, "sampler": sampler,
+                "target_accept": target_accept, "extend": extend}  # fmt: skip
     try:
         spec = read_spec(model)
+        spec.sampler.with_overrides(**settings)  # refuse bad settings before anything else
+        check_writable(out, "--out")  # before sampling, not after
         table = read_runs(runs) if runs is not None else load_runs_dataset(str(dataset), path)
-        posterior = fit(
-            table,
-            spec,
-            draws=draws,
-            tune=tune,
-            chains=chains,
-            random_seed=seed,
-            sampler=sampler,
-            target_accept=target_accept,
-        )
-    except (SpecError, RunTableError, MissingColumnError, FileNotFoundError) as error:
+        origin = runs if runs is not None else f"data set {dataset}"
+        try:
+            posterior = fit(table, spec, random_seed=seed, log=typer.echo, **settings)
+        except RunTableError as error:
+            raise named(error, origin) from error
+        except MissingColumnError as error:
+            raise fail(f"{origin}: {error}") from error
+        posterior.save(out)
+    except (SpecError, RunTableError, MissingColumnError, OutputPathError) as error:
         raise fail(str(error)) from error
-    posterior.save(out)
+    except (FileNotFoundError, PermissionError) as error:
+        raise fail(str(error)) from error
     report = posterior.convergence()
     typer.echo(str(report))
+    attempts = posterior.sampler["attempts"]
+    if len(attempts) > 1:
+        last = attempts[-1]
+        typer.echo(
+            f"extended {len(attempts) - 1} time(s): the saved fit used tune={last['tune']}, "
+            f"draws={last['draws']}, target_accept={last['target_accept']}"
+        )
     flagged = posterior.off_bowl_runs
     if len(flagged):
         typer.echo(
-            f"{len(flagged)} run(s) flagged as diverged (loss > {1 + spec.diverged_above:g} x "  # type: ignore[union-attr]
+            f"{len(flagged)} grid run(s) off the bowl (loss > {1 + spec.off_bowl_above:g} x "  # type: ignore[union-attr]
             "their cell's best), kept in the saved run table, left out of the fit:"
         )
         for _, run in flagged.iterrows():
@@ -67,7 +97,8 @@ def fit_command(
                 f"batch {run['batch_tokens']:.4g}"
             )
     what = f"law {spec.law}" if isinstance(spec, ModelSpec) else f"form {spec.form}"
-    typer.echo(f"saved {out} ({len(table)} runs, {what}, pooling {spec.pooling})")
+    fitted = len(posterior.runs)
+    typer.echo(f"saved {out} ({fitted} runs, {what}, pooling {spec.pooling})")
     if strict and not report.ok:
         raise typer.Exit(code=2)
 
@@ -91,47 +122,33 @@ def predict_command(
     size (hyperparameter posterior), with intervals."""
     import json
 
-    from bayes_scaling.fit import Posterior
-    from bayes_scaling.predict import PredictionError, predict_loss
+    from bayes_scaling.predict import PredictionError, predict_point
     from bayes_scaling.spec import HyperSpec
 
-    posterior = Posterior.load(posterior_file)
+    check_prob(prob)
+    posterior = load_posterior(posterior_file)
     if isinstance(posterior.spec, HyperSpec):
         _predict_hyper(posterior, n_active, tokens, n_total, arch, prob, as_json)
         return
-    point: dict[str, object] = {"n_active": [n_active], "tokens": [tokens], "experts": [experts]}
+    point: dict[str, object] = {"n_active": n_active, "tokens": tokens, "experts": experts}
     if arch is not None:
-        point["arch"] = [arch]
+        point["arch"] = arch
     if eval_set is not None:
-        point["eval_set"] = [eval_set]
+        point["eval_set"] = eval_set
     try:
-        row = predict_loss(posterior, point, probs=(prob,)).iloc[0]
+        prediction = predict_point(posterior, point, prob)
     except PredictionError as error:
         raise fail(str(error)) from error
+    result = prediction.to_dict()
     label = f"{100 * prob:g}"
-    result = {
-        "arch": row["arch"],
-        "eval_set": row["eval_set"],
-        "n_active": n_active,
-        "tokens": tokens,
-        "experts": experts,
-        "flops": float(row["flops"]),
-        "prob": prob,
-        "loss_median": float(row["loss_median"]),
-        "loss_interval": [float(row[f"loss_low_{label}"]), float(row[f"loss_high_{label}"])],
-        "new_run_interval": [
-            float(row[f"new_run_low_{label}"]),
-            float(row[f"new_run_high_{label}"]),
-        ],
-    }
     if as_json:
         typer.echo(json.dumps(result))
     else:
-        low, high = result["loss_interval"]
-        new_low, new_high = result["new_run_interval"]
+        low, high = prediction.loss_interval
+        new_low, new_high = prediction.new_run_interval
         typer.echo(
-            f"{result['arch']} N={n_active:.3g} D={tokens:.3g} E={experts:g} "
-            f"C={result['flops']:.3g}: expected loss {result['loss_median']:.4f} "
+            f"{prediction.arch} N={n_active:.3g} D={tokens:.3g} E={experts:g} "
+            f"C={prediction.flops:.3g}: expected loss {prediction.loss_median:.4f} "
             f"[{low:.4f}, {high:.4f}] ({label}%); a new run [{new_low:.4f}, {new_high:.4f}]"
         )
     if plot is not None:
@@ -152,40 +169,20 @@ def _predict_hyper(
     prob: float,
     as_json: bool,
 ) -> None:
-    """The ``predict`` output for a hyperparameter posterior: lr and batch with intervals."""
+    """The ``predict`` output for a hyperparameter posterior: the lr and batch with the lowest
+    expected loss penalty, and the optimum's median and interval."""
     import json
 
-    from bayes_scaling.predict import PredictionError, recommend_hyperparameters
+    from bayes_scaling.hyper_predict import recommend
+    from bayes_scaling.predict import PredictionError
 
-    point: dict[str, object] = {"n_active": [n_active], "tokens": [tokens]}
+    point: dict[str, object] = {"n_active": n_active, "tokens": tokens}
     if n_total is not None:
-        point["n_total"] = [n_total]
+        point["n_total"] = n_total
     if arch is not None:
-        point["arch"] = [arch]
+        point["arch"] = arch
     try:
-        row = recommend_hyperparameters(posterior, point, probs=(prob,)).iloc[0]  # type: ignore[arg-type]
+        recommendation = recommend(posterior, point, prob=prob)  # type: ignore[arg-type]
     except PredictionError as error:
         raise fail(str(error)) from error
-    label = f"{100 * prob:g}"
-    result = {
-        "arch": row["arch"],
-        "n_active": n_active,
-        "n_total": float(row["n_total"]),
-        "tokens": tokens,
-        "prob": prob,
-        "lr": float(row["lr_median"]),
-        "lr_interval": [float(row[f"lr_low_{label}"]), float(row[f"lr_high_{label}"])],
-        "batch_tokens": float(row["batch_median"]),
-        "batch_interval": [float(row[f"batch_low_{label}"]), float(row[f"batch_high_{label}"])],
-        "expected_loss_penalty": float(row["penalty_mean"]),
-    }
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    typer.echo(
-        f"{result['arch']} N={n_active:.3g} D={tokens:.3g}: "
-        f"lr {result['lr']:.3g} [{result['lr_interval'][0]:.3g}, {result['lr_interval'][1]:.3g}], "
-        f"batch {result['batch_tokens']:.4g} tokens [{result['batch_interval'][0]:.4g}, "
-        f"{result['batch_interval'][1]:.4g}] ({label}%); expected loss penalty vs the true "
-        f"optimum {100 * result['expected_loss_penalty']:.3f}%"
-    )
+    typer.echo(json.dumps(recommendation.to_dict()) if as_json else str(recommendation))
