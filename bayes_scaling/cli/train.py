@@ -23,10 +23,21 @@ def sweep_command(
     data_dir: Annotated[
         str | None, typer.Option("--data-dir", help="Prepared corpus folder (overrides).")
     ] = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Move unreadable lines at the end of --out to <out>.corrupt, keep every "
+            "complete row, then resume.",
+        ),
+    ] = False,
 ) -> None:
-    """Run a sweep in this process, one run-table row per finished run; resumes."""
+    """Run a sweep in this process, one run-table row per finished run; resumes.
+
+    Concurrent sweeps on one --out claim each run, so none is trained twice.
+    """
     try:
-        from bayes_scaling.train.sweep import SweepError, run_sweep
+        from bayes_scaling.train.sweep import run_sweep
     except ImportError as error:  # torch is the optional extra `train`
         message = f"the trainer needs torch: pip install 'bayes_scaling[train]' ({error})"
         raise fail(message) from error
@@ -38,8 +49,9 @@ def sweep_command(
             shard=shard,
             overrides={"data_dir": data_dir} if data_dir else None,
             log=typer.echo,
+            repair=repair,
         )
-    except (SweepError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # SweepError, CheckpointError, CorpusError
         raise fail(str(error)) from error
     typer.echo(f"{len(rows)} new run(s) appended to {out}")
 
@@ -62,12 +74,21 @@ def train_command(
     except ImportError as error:
         message = f"the trainer needs torch: pip install 'bayes_scaling[train]' ({error})"
         raise fail(message) from error
+    from bayes_scaling._io import OutputPathError, check_writable
+
     try:
-        config = TrainConfig.from_flat(tomllib.loads(config_file.read_text()))
-    except (ValueError, TypeError, tomllib.TOMLDecodeError) as error:
+        config = TrainConfig.from_flat(tomllib.loads(config_file.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, OSError) as error:  # TOMLDecodeError is a ValueError
         raise fail(f"{config_file}: {error}") from error
+    try:
+        check_writable(out, "--out")  # before training, not after
+    except OutputPathError as error:
+        raise fail(str(error)) from error
     folder = workdir or out.with_name(out.name + ".runs") / run_id_of(config)
-    row = train(config, folder)
+    try:
+        row = train(config, folder)
+    except ValueError as error:  # CheckpointError, CorpusError: named file, what to do
+        raise fail(str(error)) from error
     if int(os.environ.get("RANK", "0")) == 0:
         append_row(out, row)
         typer.echo(f"{row['run_id']}: {row['status']}, loss {row['loss']:.4f} -> {out}")
