@@ -2,14 +2,17 @@
 
 A *cell* is the set of runs that share (arch, n_active, n_total, tokens) and differ only in
 learning rate and batch size. Within a cell the log loss is a bowl in u = ln lr and
-v = ln batch_tokens (tokens per optimizer step)::
+v = ln batch_tokens (tokens per optimizer step), written once in :func:`bowl`::
 
-    ln L = m_c + (h_lr du^2 + 2 rho sqrt(h_lr h_b) du dv + h_b dv^2) / 2,
-    du = u - u*_c,   dv = v - v*_c,
+    ln L = m_c + (h_u du^2 + 2 rho sqrt(h_u h_v) du dv + h_v dv^2) / 2,
+    du = u - u*_c,   dv = v - v*_c,   h_u = h_lr exp(skew_lr tanh(du / 0.05) / 2)
 
-with the cell's minimum log loss ``m_c``, its curvature (population values per arch with
-cell-level deviations) and its centre (u*_c, v*_c), the optimal learning rate and batch size.
-The centre follows a power law, linear in the spec's terms::
+(and h_v the same with h_batch, skew_batch, dv), with the cell's minimum log loss ``m_c``, its
+curvature (population values per arch with cell-level deviations; each side of the optimum has
+its own, ``skew`` being the ln of their ratio) and its centre (u*_c, v*_c), the optimal
+learning rate and batch size. The likelihood, the recommendations' loss penalty
+(:mod:`bayes_scaling.hyper_predict`) and the drawn contours all use :func:`bowl`. The centre
+follows a power law, linear in the spec's terms::
 
     u*_c ~ Normal(lr_0 + sum_t lr_<t> x_t,c, tau_lr)        (and the same for v*_c)
 
@@ -21,9 +24,11 @@ coefficients are per arch, drawn around population values like the loss model's
 ``m_c ~ Normal(loss_0 + loss_n log_n + loss_d log_d, tau_loss)`` per arch, which gives the
 ``log_l`` form a loss at cells that were never run.
 
-Every run informs the posterior through a Student-t likelihood, except runs that diverged:
-those whose loss exceeds their cell's best by more than ``spec.diverged_above`` (a fraction)
-are flagged in the ``diverged`` column of the stored run table and listed by the fit.
+Every run informs the posterior through a Student-t likelihood, except runs *off the bowl*
+(:func:`flag_off_bowl`): runs that blew up, on the high-learning-rate side of their cell's best
+and more than ``above`` (a fraction) above its loss, or with a non-finite loss. They are marked
+in the ``off_bowl`` column of the stored run table and listed by the fit. Slow runs at a low
+learning rate are not off the bowl: they are the bowl's low side and stay in the likelihood.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
+from bayes_scaling.laws import _backend
 from bayes_scaling.loss_model import _arch_parameter
 from bayes_scaling.priors import LOG_D_REF, LOG_N_REF, Prior
 from bayes_scaling.runs import RunProblem, RunTableError
@@ -47,8 +53,9 @@ __all__ = [
     "LOG_C_REF",
     "LOG_L_REF",
     "assign_cells",
+    "bowl",
     "create_hyper_model",
-    "flag_diverged",
+    "flag_off_bowl",
     "hyper_priors",
     "term_values",
 ]
@@ -56,6 +63,9 @@ __all__ = [
 CELL_COLUMNS = ("arch", "n_active", "n_total", "tokens")
 LOG_C_REF = math.log(6e19)  # 6 N D at the reference N and D
 LOG_L_REF = math.log(2.5)
+# Width (in ln lr / ln batch) of the tanh that switches between the two sides' curvatures: a
+# smooth switch keeps the likelihood's gradient continuous at the optimum.
+SKEW_WIDTH = 0.05
 
 # Weakly informative priors. lr_0 is ln lr at the reference scale (Step Law's law gives
 # ln 8e-4 = -7.1 there); batch_0 ln tokens per step (their law: ln 3e5 = 12.6). Slopes are
@@ -96,10 +106,53 @@ def hyper_priors(lr_terms: Sequence[str], batch_terms: Sequence[str]) -> dict[st
     return priors
 
 
-def flag_diverged(runs: pd.DataFrame, above: float) -> pd.Series:
-    """True for runs whose loss exceeds their cell's best by more than ``above`` (a fraction)."""
-    best = runs.groupby(list(CELL_COLUMNS))["loss"].transform("min")
-    return runs["loss"] > (1.0 + above) * best
+def bowl(du: Any, dv: Any, h_lr: Any, h_batch: Any, rho: Any, skew_lr: Any, skew_batch: Any) -> Any:
+    """ln L above the cell's minimum at offsets ``du`` = ln lr - ln lr*, ``dv`` = ln batch -
+    ln batch* from the optimum, for numpy arrays and PyTensor tensors alike (broadcasting).
+
+    ``h_lr`` / ``h_batch`` are the geometric means of the curvatures on the two sides of the
+    optimum, ``skew_*`` the ln of their ratio (above / below), ``rho`` their correlation::
+
+        h_u = h_lr exp(skew_lr tanh(du / 0.05) / 2)
+        h_v = h_batch exp(skew_batch tanh(dv / 0.05) / 2)
+        bowl = (h_u du^2 + 2 rho sqrt(h_u h_v) du dv + h_v dv^2) / 2
+    """
+    xp = _backend(du, dv, h_lr, h_batch, rho, skew_lr, skew_batch)
+    h_u = h_lr * xp.exp(0.5 * skew_lr * xp.tanh(du / SKEW_WIDTH))
+    h_v = h_batch * xp.exp(0.5 * skew_batch * xp.tanh(dv / SKEW_WIDTH))
+    return 0.5 * (h_u * du**2 + 2.0 * rho * xp.sqrt(h_u * h_v) * du * dv + h_v * dv**2)
+
+
+def flag_off_bowl(runs: pd.DataFrame, above: float) -> pd.Series:
+    """True for runs that blew up: a non-finite loss, or a loss more than ``above`` (a fraction)
+    over the cell's best at a learning rate above the best one.
+
+    "The best one" is the lr of the lowest-loss run at the same batch size in the cell (of the
+    whole cell when no other run shares that batch size): divergence is a cliff on the high-lr
+    side, while runs at a lower lr are slow, not broken, and stay on the bowl.
+    """
+    loss = pd.to_numeric(runs["loss"], errors="coerce").to_numpy(float)
+    finite = np.isfinite(loss)
+    # Sorted by loss (a blown-up inf / NaN last, never a cell's best), so "first" is the best.
+    frame = runs.reset_index(drop=True).assign(_loss=np.where(finite, loss, np.nan))
+    ordered = frame.sort_values("_loss", kind="stable", na_position="last")
+    cell, row = list(CELL_COLUMNS), [*CELL_COLUMNS, "batch_tokens"]
+
+    def per_group(keys: list[str], column: str, how: str) -> np.ndarray:
+        return ordered.groupby(keys)[column].transform(how).reindex(frame.index).to_numpy(float)
+
+    reference = np.where(
+        per_group(row, "_loss", "count") > 1,
+        per_group(row, "lr", "first"),
+        per_group(cell, "lr", "first"),
+    )
+    best_loss = per_group(cell, "_loss", "min")
+    blown_up = (frame["lr"].to_numpy(float) > reference) & (loss > (1.0 + above) * best_loss)
+    return pd.Series(~finite | blown_up, index=runs.index)
+
+
+# fit.py still calls the old name; remove once it calls flag_off_bowl.
+flag_diverged = flag_off_bowl
 
 
 def assign_cells(runs: pd.DataFrame, origin: str = "run table") -> tuple[np.ndarray, pd.DataFrame]:
@@ -179,13 +232,13 @@ def min_loss_law(coefficient: Callable[[str], Any], covariates: dict[str, Any]) 
 
 
 def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.Model:
-    """Build the latent-optimum model for the runs not flagged as diverged.
+    """Build the latent-optimum model for the runs on the bowl.
 
     Parameters
     ----------
     runs
-        A validated run table with ``lr`` and ``batch_tokens``; diverged runs must already be
-        removed (see :func:`flag_diverged`). One arch is always fitted pooled.
+        A validated run table with ``lr`` and ``batch_tokens``; runs off the bowl must already
+        be removed (see :func:`flag_off_bowl`). One arch is always fitted pooled.
     spec
         Form, terms, pooling and prior overrides.
 
@@ -241,20 +294,15 @@ def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.
             )
             curvature[name] = pt.exp(log_h)
         rho = pm.Deterministic("rho", pt.tanh(arch["h_corr"]), dims="arch")
-        du = log_lr - centres["lr"][cell_idx]
-        dv = log_batch - centres["batch"][cell_idx]
-        # Each side of the optimum has its own curvature: h exp(+-skew / 2), switched smoothly
-        # (tanh over a 5% step in ln x) so the bowl keeps a continuous gradient.
-        h_lr = curvature["lr"][cell_idx] * pt.exp(
-            0.5 * arch["skew_lr"][cell_arch][cell_idx] * pt.tanh(du / 0.05)
-        )
-        h_b = curvature["batch"][cell_idx] * pt.exp(
-            0.5 * arch["skew_batch"][cell_arch][cell_idx] * pt.tanh(dv / 0.05)
-        )
-        bowl = 0.5 * (
-            h_lr * du**2
-            + 2.0 * rho[cell_arch][cell_idx] * pt.sqrt(h_lr * h_b) * du * dv
-            + h_b * dv**2
+        run_arch = pt.as_tensor(cell_arch)[cell_idx]
+        surface = bowl(
+            log_lr - centres["lr"][cell_idx],
+            log_batch - centres["batch"][cell_idx],
+            curvature["lr"][cell_idx],
+            curvature["batch"][cell_idx],
+            rho[run_arch],
+            arch["skew_lr"][run_arch],
+            arch["skew_batch"][run_arch],
         )
         sigma = pm.HalfNormal("sigma", priors["sigma"].sigma)
         nu = pm.Gamma("nu", priors["nu"].mu, priors["nu"].sigma)
@@ -262,7 +310,7 @@ def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.
         pm.StudentT(
             "log_loss",
             nu=nu,
-            mu=cell_log_loss[cell_idx] + bowl,
+            mu=cell_log_loss[cell_idx] + surface,
             sigma=sigma,
             observed=observed,
             dims="run",

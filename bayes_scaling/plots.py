@@ -141,11 +141,12 @@ def plot_exponents(
 def _cell_table(posterior: Posterior) -> pd.DataFrame:
     """One row per fitted cell with the posterior median optimum (hyper posteriors)."""
     from bayes_scaling.hyper_model import assign_cells
+    from bayes_scaling.hyper_predict import fitted_bowls
 
     _, cells = assign_cells(posterior.fitted_runs)
-    draws = posterior.idata["posterior"]
-    cells["lr_opt"] = np.exp(draws["log_lr_opt"].median(("chain", "draw")).to_numpy())
-    cells["batch_opt"] = np.exp(draws["log_batch_opt"].median(("chain", "draw")).to_numpy())
+    typical = fitted_bowls(posterior).median()
+    cells["lr_opt"] = np.exp(typical.log_lr_opt[0])
+    cells["batch_opt"] = np.exp(typical.log_batch_opt[0])
     cells["flops"] = 6.0 * cells["n_active"] * cells["tokens"]
     return cells
 
@@ -161,7 +162,7 @@ def plot_optimum_vs_scale(
     median and ``prob`` band for a new cell along the arch's tokens-per-parameter path (the
     median of its runs), out to ``extend`` times its largest model; each fitted cell's own
     optimum overlaid."""
-    from bayes_scaling.predict import recommend_hyperparameters
+    from bayes_scaling.hyper_predict import recommend_hyperparameters
 
     cells = _cell_table(posterior)
     if axes is None:
@@ -202,22 +203,17 @@ def plot_optimum_vs_scale(
 
 
 def plot_bowl(posterior: Posterior, cell: int = 0, ax: Any = None) -> Any:
-    """One cell's runs over (lr, batch) coloured by loss, the posterior median bowl as
-    contours (relative loss above the cell's minimum), its optimum, and diverged runs as x."""
+    """One cell's runs over (lr, batch) coloured by loss, the bowl of the posterior median
+    parameters as contours (relative loss above the cell's minimum, the fitted skewed bowl of
+    :func:`bayes_scaling.hyper_model.bowl`), its optimum, and runs off the bowl as x."""
     from bayes_scaling.hyper_model import CELL_COLUMNS, assign_cells
+    from bayes_scaling.hyper_predict import fitted_bowls
 
     codes, cells = assign_cells(posterior.fitted_runs)
     if not 0 <= cell < len(cells):
         raise ValueError(f"cell {cell} out of range: the posterior has {len(cells)} cells")
-    draws = posterior.idata["posterior"]
-
-    def median(name: str) -> Any:
-        return draws[name].median(("chain", "draw")).to_numpy()
-
-    u0, v0 = median("log_lr_opt")[cell], median("log_batch_opt")[cell]
-    h_u, h_v = np.exp(median("log_h_lr_cell")[cell]), np.exp(median("log_h_batch_cell")[cell])
-    arch_index = list(draws["arch"].to_numpy()).index(cells["arch"].iloc[cell])
-    rho = float(median("rho")[arch_index])
+    typical = fitted_bowls(posterior).median().select(cell)  # fields (1, 1, 1)
+    u0, v0 = float(typical.log_lr_opt.squeeze()), float(typical.log_batch_opt.squeeze())
     runs = posterior.fitted_runs[codes == cell]
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4.5))
@@ -226,23 +222,22 @@ def plot_bowl(posterior: Posterior, cell: int = 0, ax: Any = None) -> Any:
         np.log(runs["batch_tokens"].min()) - 0.3, np.log(runs["batch_tokens"].max()) + 0.3, 80
     )
     grid_u, grid_v = np.meshgrid(u, v)
-    du, dv = grid_u - u0, grid_v - v0
-    bowl = np.expm1(0.5 * (h_u * du**2 + 2 * rho * np.sqrt(h_u * h_v) * du * dv + h_v * dv**2))
+    penalty = typical.penalty(grid_u, grid_v)[0]  # (80, 80)
     levels = [0.0025, 0.005, 0.01, 0.02, 0.05]
-    contours = ax.contour(np.exp(grid_u), np.exp(grid_v), bowl, levels=levels, colors="grey")
+    contours = ax.contour(np.exp(grid_u), np.exp(grid_v), penalty, levels=levels, colors="grey")
     ax.clabel(contours, fmt=lambda x: f"+{100 * x:g}%", fontsize="x-small")
     shown = ax.scatter(runs["lr"], runs["batch_tokens"], c=runs["loss"], cmap="viridis", s=25)
     ax.figure.colorbar(shown, ax=ax, label="loss")
     ax.scatter([np.exp(u0)], [np.exp(v0)], marker="*", s=200, color="red", label="optimum")
     key = cells.iloc[cell]
-    diverged = posterior.diverged_runs
-    if len(diverged):
-        same = np.ones(len(diverged), dtype=bool)
+    off_bowl = posterior.off_bowl_runs
+    if len(off_bowl):
+        same = np.ones(len(off_bowl), dtype=bool)
         for column in CELL_COLUMNS:
-            same &= (diverged[column] == key[column]).to_numpy()
+            same &= (off_bowl[column] == key[column]).to_numpy()
         ax.scatter(
-            diverged.loc[same, "lr"], diverged.loc[same, "batch_tokens"], marker="x",
-            color="k", label="diverged (not fitted)",
+            off_bowl.loc[same, "lr"], off_bowl.loc[same, "batch_tokens"], marker="x",
+            color="k", label="off the bowl (not fitted)",
         )  # fmt: skip
     ax.set(
         xscale="log",

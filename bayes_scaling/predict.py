@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_scaling.fit import Posterior
+from bayes_scaling.hyper_predict import recommend_hyperparameters
 from bayes_scaling.laws import LAWS, log_inputs
 from bayes_scaling.spec import ModelSpec
 
@@ -123,86 +124,4 @@ def predict_loss(
         for name, values in (("loss", log_mean), ("new_run", log_new)):
             out[f"{name}_low_{label}"] = np.exp(np.quantile(values, tail, axis=0))
             out[f"{name}_high_{label}"] = np.exp(np.quantile(values, 1.0 - tail, axis=0))
-    return out
-
-
-def _hyper_draws(posterior: Posterior, name: str, arch_idx: np.ndarray | None) -> np.ndarray:
-    """(sample, point) draws of a per-arch variable, or (sample, 1) of a scalar."""
-    values = _draws(posterior, name)
-    return values[:, arch_idx] if arch_idx is not None else values[:, np.newaxis]
-
-
-def recommend_hyperparameters(
-    posterior: Posterior,
-    points: pd.DataFrame | dict[str, object],
-    probs: Sequence[float] = (0.9,),
-    random_seed: int = 0,
-) -> pd.DataFrame:
-    """Optimal learning rate and batch size (tokens) for planned runs, with intervals.
-
-    Each point is a new cell (``arch``, ``n_active``, ``tokens``, optional ``n_total``): the
-    posterior predictive of its bowl adds the cell-to-cell deviations (``tau_*``) to the law,
-    so the intervals are those of a cell never run. The recommendation is the posterior median
-    of the optimum; ``penalty_mean`` / ``penalty_q90`` are the expected and 90th-percentile
-    relative loss increase (a fraction) of training at it instead of at the unknown true
-    optimum, from each draw's bowl. ``min_loss_*`` is the cell's loss at its optimum.
-    """
-    from bayes_scaling.hyper_model import LOG_L_REF, centre_law, min_loss_law, term_values
-    from bayes_scaling.spec import HyperSpec
-
-    spec = posterior.spec
-    if not isinstance(spec, HyperSpec):
-        raise PredictionError("recommendations need a hyperparameter posterior (kind 'hyper')")
-    for prob in probs:
-        if not 0.0 < prob < 1.0:
-            raise PredictionError(f"interval probability {prob} must lie strictly in (0, 1)")
-    frame = pd.DataFrame(points).reset_index(drop=True)
-    for column in ("n_active", "tokens"):
-        if column not in frame:
-            raise PredictionError(f"prediction points need a {column!r} column")
-        if not (pd.to_numeric(frame[column], errors="coerce") > 0).all():
-            raise PredictionError(f"column {column!r}: every value must be a positive number")
-    frame["n_total"] = frame["n_total"] if "n_total" in frame else frame["n_active"]
-    archs = [str(a) for a in posterior.idata["posterior"]["arch"].to_numpy()]
-    if "arch" not in frame:
-        if len(archs) > 1:
-            raise PredictionError(f"the posterior has several archs; name one of {archs}")
-        frame["arch"] = archs[0]
-    unknown = sorted(set(frame["arch"]) - set(archs))
-    if unknown:
-        raise PredictionError(f"unknown arch {unknown}; the posterior knows {archs}")
-    arch_idx = pd.Categorical(frame["arch"], archs).codes
-    rng = np.random.default_rng(random_seed)
-
-    def arch_draw(name: str) -> np.ndarray:
-        return _hyper_draws(posterior, name, arch_idx)
-
-    def new_cell(mean: np.ndarray, tau: str) -> np.ndarray:
-        scale = _hyper_draws(posterior, tau, None)
-        return mean + scale * rng.standard_normal(mean.shape)
-
-    covariates = {k: v[np.newaxis, :] for k, v in term_values(frame).items()}
-    log_loss = new_cell(min_loss_law(arch_draw, covariates), "tau_loss")
-    covariates["log_l"] = log_loss - LOG_L_REF
-    centre = {}
-    for prefix, terms in (("lr", spec.lr_terms), ("batch", spec.batch_terms)):
-        centre[prefix] = new_cell(centre_law(arch_draw, terms, covariates, prefix), f"tau_{prefix}")
-    h_lr = np.exp(new_cell(arch_draw("log_h_lr"), "tau_h"))
-    h_b = np.exp(new_cell(arch_draw("log_h_batch"), "tau_h"))
-    rho = arch_draw("rho")
-    out = frame[["arch", "n_active", "n_total", "tokens"]].copy()
-    out["flops"] = 6.0 * out["n_active"].astype(float) * out["tokens"].astype(float)
-    for name, values in (("lr", centre["lr"]), ("batch", centre["batch"]), ("min_loss", log_loss)):
-        out[f"{name}_median"] = np.exp(np.median(values, axis=0))
-        for prob in probs:
-            tail, label = (1.0 - prob) / 2.0, f"{100 * prob:g}"
-            out[f"{name}_low_{label}"] = np.exp(np.quantile(values, tail, axis=0))
-            out[f"{name}_high_{label}"] = np.exp(np.quantile(values, 1.0 - tail, axis=0))
-    du = np.log(out["lr_median"].to_numpy())[np.newaxis, :] - centre["lr"]
-    dv = np.log(out["batch_median"].to_numpy())[np.newaxis, :] - centre["batch"]
-    penalty = np.expm1(
-        0.5 * (h_lr * du**2 + 2.0 * rho * np.sqrt(h_lr * h_b) * du * dv + h_b * dv**2)
-    )
-    out["penalty_mean"] = penalty.mean(axis=0)
-    out["penalty_q90"] = np.quantile(penalty, 0.9, axis=0)
     return out

@@ -28,7 +28,7 @@ from _results import save_table
 from bayes_scaling.baseline import steplaw_recipe
 from bayes_scaling.datasets import load_dataset
 from bayes_scaling.fit import fit
-from bayes_scaling.predict import recommend_hyperparameters
+from bayes_scaling.hyper_predict import recommend_hyperparameters
 from bayes_scaling.spec import read_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def main() -> None:
     started = time.perf_counter()
     full = fit(runs, spec, **sampling)
     print(f"full grid: {time.perf_counter() - started:.0f} s, {full.convergence()}")
-    print(f"{len(full.diverged_runs)} runs flagged as diverged and left out")
+    print(f"{len(full.off_bowl_runs)} runs off the bowl, left out")
     table = exponents(full, steplaw_recipe(runs))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 

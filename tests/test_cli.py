@@ -144,7 +144,7 @@ def test_fit_hyper_lists_off_bowl_runs_then_predict_gives_lr_and_batch(tmp_path:
          "--draws", "200", "--tune", "200", "--chains", "2", "--extend", "0"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "2 run(s) flagged" in result.output
+    assert "2 grid run(s) off the bowl" in result.output
     for run_id in runs.loc[blown_up, "run_id"]:
         assert run_id in result.output
     result = runner.invoke(
