@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: save a results table without leaving half a file."""
+"""Shared by the benchmark scripts: where results go, and saving a table without half a file."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from bayes_scaling._io import atomic_write
 
-def save_table(table: pd.DataFrame, path: Path) -> None:
-    """Write ``table`` as CSV to a temporary name beside ``path``, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    table.to_csv(temporary, index=False)
-    temporary.replace(path)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def save_table(table: pd.DataFrame, path: str | Path) -> None:
+    """Write ``table`` as CSV atomically (the package's one atomic writer)."""
+    atomic_write(path, table.to_csv(index=False))
     print(f"saved {path}")

@@ -8,7 +8,12 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from bayes_scaling.datasets import DataFileMissingError, UnknownDatasetError, load_dataset
+from bayes_scaling.datasets import (
+    DataFileError,
+    DataFileMissingError,
+    UnknownDatasetError,
+    load_dataset,
+)
 from bayes_scaling.runs import RunTableError
 
 app = typer.Typer(
@@ -34,7 +39,7 @@ def load_runs_dataset(name: str, path: Path | None) -> pd.DataFrame:
     """Load a data set, turning the package's errors into a clean exit."""
     try:
         return load_dataset(name, path=path)
-    except (UnknownDatasetError, DataFileMissingError, RunTableError) as error:
+    except (UnknownDatasetError, DataFileMissingError, DataFileError, RunTableError) as error:
         raise fail(str(error)) from error
 
 

@@ -18,14 +18,21 @@ import pandas as pd
 
 from bayes_scaling.datasets import loaders
 from bayes_scaling.datasets._files import DataFileMissingError
+from bayes_scaling.runs import RunTableError
 
 __all__ = [
     "DATASETS",
+    "DataFileError",
     "DataFileMissingError",
     "Dataset",
     "UnknownDatasetError",
     "load_dataset",
 ]
+
+
+class DataFileError(ValueError):
+    """A file given for a data set that is not that data set's file (or a bundled data set
+    given a path)."""
 
 
 class UnknownDatasetError(ValueError):
@@ -133,8 +140,19 @@ def load_dataset(
     if name not in DATASETS:
         raise UnknownDatasetError(f"unknown data set {name!r}; expected one of {sorted(DATASETS)}")
     dataset = DATASETS[name]
-    if path is not None:
-        if dataset.bundled:
-            raise ValueError(f"data set {name!r} is bundled with the package; it takes no path")
-        options["path"] = path
-    return dataset.loader(**options)
+    if path is None:
+        return dataset.loader(**options)
+    if dataset.bundled:
+        raise DataFileError(f"data set {name!r} is bundled with the package; it takes no --path")
+    try:
+        return dataset.loader(path=path, **options)
+    except (DataFileMissingError, RunTableError):
+        raise
+    except (KeyError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        # A file of the wrong shape fails inside the loader (a missing column, unparsable
+        # text); say which file and which data set it was supposed to be.
+        what = f"missing column {error}" if isinstance(error, KeyError) else str(error)
+        raise DataFileError(
+            f"{path}: not the {name!r} data set's file ({what.strip().splitlines()[-1]}); "
+            f"see `bayes-scaling datasets list` and the loader's documentation"
+        ) from error
