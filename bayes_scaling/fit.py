@@ -98,10 +98,10 @@ def build_model(runs: pd.DataFrame, spec: ModelSpec | HyperSpec) -> tuple[pm.Mod
     """The PyMC model of ``spec`` for validated measurement runs, and the run table to store
     (a hyperparameter fit adds the ``off_bowl`` flag of grid runs it leaves out)."""
     if isinstance(spec, HyperSpec):
-        from bayes_scaling.hyper_model import assign_cells, create_hyper_model, flag_diverged
+        from bayes_scaling.hyper_model import assign_cells, create_hyper_model, flag_off_bowl
 
         assign_cells(runs)  # refuse missing lr / batch and lonely cells before flagging
-        runs = runs.assign(off_bowl=flag_diverged(runs, spec.off_bowl_above).to_numpy())
+        runs = runs.assign(off_bowl=flag_off_bowl(runs, spec.off_bowl_above).to_numpy())
         return create_hyper_model(runs[~runs["off_bowl"]].reset_index(drop=True), spec), runs
     return create_loss_model(runs, spec), runs
 

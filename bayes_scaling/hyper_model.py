@@ -43,8 +43,14 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_scaling.laws import _backend
-from bayes_scaling.loss_model import _arch_parameter
-from bayes_scaling.priors import LOG_D_REF, LOG_N_REF, Prior
+from bayes_scaling.priors import (
+    HYPER_SCALARS,
+    LOG_D_REF,
+    LOG_L_REF,
+    LOG_N_REF,
+    arch_parameter,
+    hyper_priors,
+)
 from bayes_scaling.runs import RunProblem, RunTableError
 from bayes_scaling.spec import HyperSpec
 
@@ -62,48 +68,9 @@ __all__ = [
 
 CELL_COLUMNS = ("arch", "n_active", "n_total", "tokens")
 LOG_C_REF = math.log(6e19)  # 6 N D at the reference N and D
-LOG_L_REF = math.log(2.5)
 # Width (in ln lr / ln batch) of the tanh that switches between the two sides' curvatures: a
 # smooth switch keeps the likelihood's gradient continuous at the optimum.
 SKEW_WIDTH = 0.05
-
-# Weakly informative priors. lr_0 is ln lr at the reference scale (Step Law's law gives
-# ln 8e-4 = -7.1 there); batch_0 ln tokens per step (their law: ln 3e5 = 12.6). Slopes are
-# exponents; the loss form needs wide ones (ln L spans only ~0.3 across a sweep, so the
-# exponent of L is large: Wang et al. report alpha of several units).
-_BASE = {
-    "lr_0": Prior(-7.0, 1.5, 0.3),
-    "batch_0": Prior(13.0, 2.0, 0.5),
-    "loss_0": Prior(LOG_L_REF, 0.5, 0.1),
-    "loss_n": Prior(-0.05, 0.1, 0.05),
-    "loss_d": Prior(-0.05, 0.1, 0.05),
-    # Curvature of ln L in (ln lr)^2 and (ln batch)^2: a 10x miss costs 1-3% of loss.
-    "log_h_lr": Prior(-5.0, 2.0, 0.5),
-    "log_h_batch": Prior(-5.0, 2.0, 0.5),
-    "h_corr": Prior(0.0, 0.5, 0.3),  # atanh of the bowl's correlation
-    # ln of the ratio of curvatures above and below the optimum (0: a symmetric bowl).
-    "skew_lr": Prior(0.0, 1.0, 0.3),
-    "skew_batch": Prior(0.0, 1.0, 0.3),
-    "tau_lr": Prior(0.0, 0.3),
-    "tau_batch": Prior(0.0, 0.3),
-    "tau_loss": Prior(0.0, 0.05),
-    "tau_h": Prior(0.0, 0.5),
-    "sigma": Prior(0.0, 0.01),
-    "nu": Prior(2.0, 0.1),
-}
-_SLOPE = {"log_l": Prior(0.0, 10.0, 2.0)}
-_DEFAULT_SLOPE = Prior(0.0, 1.0, 0.2)
-# Scalars (not per arch): deviations of cells from the law, and the noise.
-SCALARS = ("tau_lr", "tau_batch", "tau_loss", "tau_h", "sigma", "nu")
-
-
-def hyper_priors(lr_terms: Sequence[str], batch_terms: Sequence[str]) -> dict[str, Prior]:
-    """Default priors for a spec with these terms: ``lr_<term>`` / ``batch_<term>`` slopes."""
-    priors = dict(_BASE)
-    for prefix, terms in (("lr", lr_terms), ("batch", batch_terms)):
-        for term in terms:
-            priors[f"{prefix}_{term}"] = _SLOPE.get(term, _DEFAULT_SLOPE)
-    return priors
 
 
 def bowl(du: Any, dv: Any, h_lr: Any, h_batch: Any, rho: Any, skew_lr: Any, skew_batch: Any) -> Any:
@@ -149,10 +116,6 @@ def flag_off_bowl(runs: pd.DataFrame, above: float) -> pd.Series:
     best_loss = per_group(cell, "_loss", "min")
     blown_up = (frame["lr"].to_numpy(float) > reference) & (loss > (1.0 + above) * best_loss)
     return pd.Series(~finite | blown_up, index=runs.index)
-
-
-# fit.py still calls the old name; remove once it calls flag_off_bowl.
-flag_diverged = flag_off_bowl
 
 
 def assign_cells(runs: pd.DataFrame, origin: str = "run table") -> tuple[np.ndarray, pd.DataFrame]:
@@ -265,12 +228,12 @@ def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.
         log_lr = pm.Data("log_lr", np.log(runs["lr"].to_numpy(float)), dims="run")
         log_batch = pm.Data("log_batch", np.log(runs["batch_tokens"].to_numpy(float)), dims="run")
         arch = {
-            key: _arch_parameter(key, prior, pooling)
+            key: arch_parameter(key, prior, pooling)
             for key, prior in priors.items()
-            if key not in SCALARS
+            if key not in HYPER_SCALARS
         }
         tau = {
-            key: pm.HalfNormal(key, priors[key].sigma)
+            key: pm.HalfNormal(key, priors[key].sigma)  # type: ignore[union-attr]
             for key in ("tau_lr", "tau_batch", "tau_loss", "tau_h")
         }
 
@@ -304,8 +267,8 @@ def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.
             arch["skew_lr"][run_arch],
             arch["skew_batch"][run_arch],
         )
-        sigma = pm.HalfNormal("sigma", priors["sigma"].sigma)
-        nu = pm.Gamma("nu", priors["nu"].mu, priors["nu"].sigma)
+        sigma = pm.HalfNormal("sigma", priors["sigma"].sigma)  # type: ignore[union-attr]
+        nu = pm.Gamma("nu", priors["nu"].alpha, priors["nu"].beta)  # type: ignore[union-attr]
         observed = pm.Data("observed_log_loss", np.log(runs["loss"].to_numpy(float)), dims="run")
         pm.StudentT(
             "log_loss",

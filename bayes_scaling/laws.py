@@ -196,14 +196,14 @@ def _ref(log_coef: float, exponent: float, log_ref: float) -> float:
 
 # Weakly informative priors: loss terms of order 0.1-1 nat at the reference scale, exponents of
 # 0.1-0.7 (LogNormal: median 0.3, 90% in [0.13, 0.68]), irreducible loss 1-3 nats.
-_A = {"log_a_ref": Normal(-1.0, 1.0, 0.5), "alpha": LogNormal(0.3, 0.5, 0.33)}
-_B = {"log_b_ref": Normal(-0.5, 1.0, 0.5), "beta": LogNormal(0.3, 0.5, 0.33)}
-_E = {"log_e": Normal(0.5, 0.5)}
-_GAMMA = {"gamma": Normal(0.1, 0.1, 0.1)}
+_A: dict[str, AnyPrior] = {"log_a_ref": Normal(-1.0, 1.0, 0.5), "alpha": LogNormal(0.3, 0.5, 0.33)}
+_B: dict[str, AnyPrior] = {"log_b_ref": Normal(-0.5, 1.0, 0.5), "beta": LogNormal(0.3, 0.5, 0.33)}
+_E: dict[str, AnyPrior] = {"log_e": Normal(0.5, 0.5)}
+_GAMMA: dict[str, AnyPrior] = {"gamma": Normal(0.1, 0.1, 0.1)}
 # Literature centres (shared/docs/REFERENCE.md): Epoch AI's refit of Chinchilla
 # (arXiv:2404.10102) for the dense terms, Krajewski et al. 2024 (E = 64 fit) for granularity,
 # Ludziejewski et al. 2025 for the joint law; widths are a few published standard errors.
-_EPOCH = {
+_EPOCH: dict[str, AnyPrior] = {
     "log_a_ref": Normal(_ref(math.log(482.01), 0.3478, LOG_N_REF), 0.3, 0.3),
     "alpha": LogNormal(0.3478, 0.15, 0.15),
     "log_b_ref": Normal(_ref(math.log(2085.43), 0.3658, LOG_D_REF), 0.3, 0.3),

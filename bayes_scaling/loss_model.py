@@ -29,6 +29,7 @@ from bayes_scaling.spec import ModelSpec
 
 __all__ = ["MissingColumnError", "create_loss_model"]
 
+
 class MissingColumnError(ValueError):
     """The run table lacks a column, or values, that the chosen law needs."""
 
@@ -48,10 +49,6 @@ def _check_columns(runs: pd.DataFrame, law: Law) -> None:
                 f"row {row}, column {column!r}: the {law.name} law needs a "
                 "positive value on every run"
             )
-
-
-# Transitional: the hyperparameter model imports the builder from here until it moves.
-_arch_parameter = arch_parameter
 
 
 def model_coords(runs: pd.DataFrame) -> dict[str, list[str]]:

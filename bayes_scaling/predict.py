@@ -10,6 +10,7 @@ FLOPs) cost no recompilation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,14 @@ from bayes_scaling.hyper_predict import recommend_hyperparameters
 from bayes_scaling.laws import LAWS, log_inputs
 from bayes_scaling.spec import ModelSpec
 
-__all__ = ["PredictionError", "law_draws", "predict_loss", "recommend_hyperparameters"]
+__all__ = [
+    "LossPrediction",
+    "PredictionError",
+    "law_draws",
+    "predict_loss",
+    "predict_point",
+    "recommend_hyperparameters",
+]
 
 
 class PredictionError(ValueError):
@@ -32,9 +40,18 @@ def _points_frame(points: pd.DataFrame | dict[str, object], posterior: Posterior
     for column in ("n_active", "tokens"):
         if column not in frame:
             raise PredictionError(f"prediction points need a {column!r} column")
-        values = pd.to_numeric(frame[column], errors="coerce")
-        if not (values > 0).all():
-            raise PredictionError(f"column {column!r}: every value must be a positive number")
+    frame["experts"] = frame.get("experts", 1.0)
+    frame["granularity"] = frame.get("granularity", 1.0)
+    # The laws take logs: a zero, negative, infinite or NaN input would come back as NaN.
+    for column, low, what in (("n_active", 0.0, "> 0"), ("tokens", 0.0, "> 0"),
+                              ("experts", 1.0, ">= 1"), ("granularity", 0.0, "> 0")):  # fmt: skip
+        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(values) | (values < low) | ((values == low) & (low == 0.0))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise PredictionError(
+                f"{column} = {values[row]:g} (point {row + 1}); expected a finite number {what}"
+            )
     archs = sorted(posterior.runs["arch"].unique())
     eval_sets = sorted(posterior.runs["eval_set"].unique())
     for column, known in (("arch", archs), ("eval_set", eval_sets)):
@@ -45,16 +62,13 @@ def _points_frame(points: pd.DataFrame | dict[str, object], posterior: Posterior
         unknown = sorted(set(frame[column]) - set(known))
         if unknown:
             raise PredictionError(f"unknown {column} {unknown}; the posterior knows {known}")
-    frame["experts"] = frame.get("experts", 1.0)
-    frame["granularity"] = frame.get("granularity", 1.0)
     frame["flops"] = 6.0 * frame["n_active"].astype(float) * frame["tokens"].astype(float)
     return frame
 
 
 def _draws(posterior: Posterior, name: str) -> np.ndarray:
     """A posterior variable with chain and draw stacked into one leading ``sample`` axis."""
-    array = posterior.idata["posterior"][name]
-    return array.stack(sample=("chain", "draw")).transpose("sample", ...).to_numpy()
+    return posterior.draws(name)
 
 
 def law_draws(posterior: Posterior, points: pd.DataFrame | dict[str, object]) -> np.ndarray:
@@ -125,3 +139,51 @@ def predict_loss(
             out[f"{name}_low_{label}"] = np.exp(np.quantile(values, tail, axis=0))
             out[f"{name}_high_{label}"] = np.exp(np.quantile(values, 1.0 - tail, axis=0))
     return out
+
+
+@dataclass(frozen=True)
+class LossPrediction:
+    """The predicted loss at one point: expected loss (parameter uncertainty) and a new run's
+    loss (plus the fitted noise), each as a median and a central ``prob`` interval."""
+
+    arch: str
+    eval_set: str
+    n_active: float
+    tokens: float
+    experts: float
+    flops: float
+    prob: float
+    loss_median: float
+    loss_interval: tuple[float, float]
+    new_run_interval: tuple[float, float]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        out = asdict(self)
+        out["loss_interval"] = list(self.loss_interval)
+        out["new_run_interval"] = list(self.new_run_interval)
+        return out
+
+
+def predict_point(
+    posterior: Posterior, point: dict[str, object], prob: float = 0.9, random_seed: int = 0
+) -> LossPrediction:
+    """:func:`predict_loss` at one point, as a labelled result."""
+    row = predict_loss(posterior, {k: [v] for k, v in point.items()}, (prob,), random_seed)
+    first = row.iloc[0]
+    label = f"{100 * prob:g}"
+    return LossPrediction(
+        arch=str(first["arch"]),
+        eval_set=str(first["eval_set"]),
+        n_active=float(first["n_active"]),
+        tokens=float(first["tokens"]),
+        experts=float(first["experts"]),
+        flops=float(first["flops"]),
+        prob=prob,
+        loss_median=float(first["loss_median"]),
+        loss_interval=(float(first[f"loss_low_{label}"]), float(first[f"loss_high_{label}"])),
+        new_run_interval=(
+            float(first[f"new_run_low_{label}"]),
+            float(first[f"new_run_high_{label}"]),
+        ),
+    )

@@ -19,6 +19,7 @@ are constants, never taken from the data.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -34,10 +35,10 @@ __all__ = [
     "HalfNormal",
     "LogNormal",
     "Normal",
-    "Prior",
     "PriorError",
     "UnknownPriorError",
     "arch_parameter",
+    "hyper_priors",
     "override_priors",
 ]
 
@@ -114,8 +115,49 @@ class Gamma:
 
 
 AnyPrior = Normal | LogNormal | HalfNormal | Gamma
-# Transitional: the hyperparameter model still builds its defaults as Prior(mu, sigma, spread).
-Prior = Normal
+
+
+# The learning-rate / batch model (:mod:`bayes_scaling.hyper_model`): reference loss of its
+# ``log_l`` term and its default priors.
+LOG_L_REF = math.log(2.5)
+
+# Weakly informative priors. lr_0 is ln lr at the reference scale (Step Law's law gives
+# ln 8e-4 = -7.1 there); batch_0 ln tokens per step (their law: ln 3e5 = 12.6). Slopes are
+# exponents; the loss form needs wide ones (ln L spans only ~0.3 across a sweep, so the
+# exponent of L is large: Wang et al. report alpha of several units).
+_HYPER_BASE: dict[str, AnyPrior] = {
+    "lr_0": Normal(-7.0, 1.5, 0.3),
+    "batch_0": Normal(13.0, 2.0, 0.5),
+    "loss_0": Normal(LOG_L_REF, 0.5, 0.1),
+    "loss_n": Normal(-0.05, 0.1, 0.05),
+    "loss_d": Normal(-0.05, 0.1, 0.05),
+    # Curvature of ln L in (ln lr)^2 and (ln batch)^2: a 10x miss costs 1-3% of loss.
+    "log_h_lr": Normal(-5.0, 2.0, 0.5),
+    "log_h_batch": Normal(-5.0, 2.0, 0.5),
+    "h_corr": Normal(0.0, 0.5, 0.3),  # atanh of the bowl's correlation
+    # ln of the ratio of curvatures above and below the optimum (0: a symmetric bowl).
+    "skew_lr": Normal(0.0, 1.0, 0.3),
+    "skew_batch": Normal(0.0, 1.0, 0.3),
+    "tau_lr": HalfNormal(0.3),
+    "tau_batch": HalfNormal(0.3),
+    "tau_loss": HalfNormal(0.05),
+    "tau_h": HalfNormal(0.5),
+    "sigma": HalfNormal(0.01),
+    "nu": Gamma(2.0, 0.1),
+}
+_HYPER_SLOPE: dict[str, AnyPrior] = {"log_l": Normal(0.0, 10.0, 2.0)}
+_HYPER_DEFAULT_SLOPE = Normal(0.0, 1.0, 0.2)
+# Scalars (not per arch): deviations of cells from the law, and the noise.
+HYPER_SCALARS = ("tau_lr", "tau_batch", "tau_loss", "tau_h", "sigma", "nu")
+
+
+def hyper_priors(lr_terms: Sequence[str], batch_terms: Sequence[str]) -> dict[str, AnyPrior]:
+    """Default priors for a spec with these terms: ``lr_<term>`` / ``batch_<term>`` slopes."""
+    priors = dict(_HYPER_BASE)
+    for prefix, terms in (("lr", lr_terms), ("batch", batch_terms)):
+        for term in terms:
+            priors[f"{prefix}_{term}"] = _HYPER_SLOPE.get(term, _HYPER_DEFAULT_SLOPE)
+    return priors
 
 
 def _describe(prior: AnyPrior) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bayes_scaling.laws import LAWS
-from bayes_scaling.priors import POOLINGS, AnyPrior, PriorError, override_priors
+from bayes_scaling.priors import POOLINGS, AnyPrior, PriorError, hyper_priors, override_priors
 
 __all__ = [
     "HYPER_FORMS",
@@ -251,7 +251,7 @@ class HyperSpec:
     grid run whose loss exceeds its cell's best by more than that fraction as off the bowl (see
     :func:`bayes_scaling.hyper_model.flag_off_bowl`): it is listed and left out of the fit.
     ``priors`` override
-    :func:`bayes_scaling.hyper_model.hyper_priors`.
+    :func:`bayes_scaling.priors.hyper_priors`.
     """
 
     form: str = "steplaw"
@@ -292,8 +292,6 @@ class HyperSpec:
 
     def resolved_priors(self) -> dict[str, AnyPrior]:
         """The default priors of this spec's terms with its overrides applied."""
-        from bayes_scaling.hyper_model import hyper_priors
-
         return override_priors(hyper_priors(self.lr_terms, self.batch_terms), self.priors, "priors")
 
     def to_json(self) -> str:

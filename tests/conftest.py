@@ -31,3 +31,20 @@ def chinchilla_posterior():  # type: ignore[no-untyped-def]
         random_seed=0,
         progressbar=False,
     )
+
+
+SMALL_SAMPLING = {"draws": 150, "tune": 150, "chains": 2}
+
+
+@pytest.fixture(scope="session")
+def small_fit():  # type: ignore[no-untyped-def]
+    """The one way tests fit a model cheaply: short chains, no automatic extension (a short fit
+    is expected to fail the convergence check; extending it would only cost time), no progress
+    bar. Keywords override the sampling settings."""
+    from bayes_scaling.fit import fit
+
+    def make(runs, spec=None, random_seed=0, **settings):  # type: ignore[no-untyped-def]
+        options = {**SMALL_SAMPLING, "extend": 0, **settings}
+        return fit(runs, spec, random_seed=random_seed, progressbar=False, **options)
+
+    return make

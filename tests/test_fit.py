@@ -16,12 +16,9 @@ TINY = {"draws": 150, "tune": 150, "chains": 2, "extend": 0, "progressbar": Fals
 
 
 @pytest.fixture(scope="module")
-def tiny_posterior() -> Posterior:
-    return fit(
-        simulate_runs(seed=2, runs_per_arch=15),
-        ModelSpec(pooling="hierarchical"),
-        random_seed=11,
-        **TINY,
+def tiny_posterior(small_fit) -> Posterior:  # type: ignore[no-untyped-def]
+    return small_fit(
+        simulate_runs(seed=2, runs_per_arch=15), ModelSpec(pooling="hierarchical"), random_seed=11
     )
 
 

@@ -5,24 +5,15 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
-from bayes_scaling.fit import Posterior, fit
+from bayes_scaling.fit import Posterior
 from bayes_scaling.plots import loss_curve, plot_exponents, plot_loss_vs_compute
 from bayes_scaling.spec import ModelSpec
 from tests.simulate import simulate_runs
 
 
 @pytest.fixture(scope="module")
-def posterior() -> Posterior:
-    return fit(
-        simulate_runs(seed=6, runs_per_arch=15),
-        ModelSpec(),
-        random_seed=1,
-        draws=100,
-        tune=150,
-        chains=2,
-        extend=0,
-        progressbar=False,
-    )
+def posterior(small_fit) -> Posterior:  # type: ignore[no-untyped-def]
+    return small_fit(simulate_runs(seed=6, runs_per_arch=15), ModelSpec(), random_seed=1, draws=100)
 
 
 def test_loss_vs_compute_has_two_bands_a_line_and_the_runs_per_arch(posterior: Posterior) -> None:

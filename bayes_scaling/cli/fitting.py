@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -57,7 +57,7 @@ def fit_command(
 
     if (runs is None) == (dataset is None):
         raise fail("give exactly one of --runs FILE or --dataset NAME")
-    settings = {"draws": draws, "tune": tune, "chains": chains, "sampler": sampler,
+    settings: dict[str, Any] = {"draws": draws, "tune": tune, "chains": chains, "sampler": sampler,
                 "target_accept": target_accept, "extend": extend}  # fmt: skip
     try:
         spec = read_spec(model)
