@@ -23,14 +23,15 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.dev
 
-# Fits the bundled DeepMind routed runs (dense + three routers, hierarchical over arch) and
-# extrapolates to a 13B-parameter model with a plot of loss vs compute (about 3 minutes: the
-# hierarchy over four archs needs 2000 warmup draws to pass the convergence check).
+# Fits the bundled DeepMind routed runs (dense + three routers, hierarchical over arch) with the
+# shipped hypothesis and its own sampler settings, and extrapolates to a 13B-parameter model
+# with a plot of loss vs compute (about 2 minutes).
 demo: $(VENV)/.core
 	$(BIN)/bayes-scaling datasets list
 	$(BIN)/bayes-scaling datasets show deepmind-routing
 	mkdir -p out
-	$(BIN)/bayes-scaling fit --dataset deepmind-routing --model models/loss/wang2024.toml --tune 2000 --target-accept 0.95 --out out/deepmind.nc
+	$(BIN)/bayes-scaling models list
+	$(BIN)/bayes-scaling fit --dataset deepmind-routing --model wang2024 --out out/deepmind.nc
 	$(BIN)/bayes-scaling predict out/deepmind.nc --n-active 1.3e10 --tokens 1.3e11 --experts 64 --arch moe-sbase --plot out/deepmind.png
 
 # The fast tier (the default); pytest's exit status 5 ("no tests collected") fails make too.

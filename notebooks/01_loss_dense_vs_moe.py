@@ -29,8 +29,6 @@
 # the assertions on the analysis itself still hold. The full run (slow tier) asserts it.
 
 # %%
-import os
-from pathlib import Path
 
 import arviz as az
 import matplotlib.pyplot as plt
@@ -38,24 +36,14 @@ import numpy as np
 import pandas as pd
 
 from bayes_scaling.datasets import load_dataset
-from bayes_scaling.fit import Posterior, fit
+from bayes_scaling.fit import fit
+from bayes_scaling.notebook import assert_converged, is_small, sampling
 from bayes_scaling.plots import plot_exponents, plot_loss_vs_compute
 from bayes_scaling.predict import law_draws, predict_loss
 from bayes_scaling.spec import read_spec
 
-SMALL = os.environ.get("BAYES_SCALING_SMALL", "0") == "1"
-SAMPLING = {"draws": 300, "tune": 300, "chains": 2} if SMALL else {"draws": 1000, "tune": 1000}
-SAMPLING |= {"random_seed": 0, "progressbar": False}
-# The hypothesis files live in the repository's models/ (run from the root or from notebooks/).
-ROOT = Path.cwd() if (Path.cwd() / "models").is_dir() else Path.cwd().parent
-MODELS = ROOT / "models" / "loss"
-
-
-def assert_converged(posterior: Posterior) -> None:
-    """The package's convergence check: asserted on full runs, reported on SMALL ones."""
-    report = posterior.convergence()
-    print(report)
-    assert SMALL or report.ok, str(report)
+SMALL = is_small()
+SAMPLING = sampling(random_seed=0)
 
 
 # %% [markdown]
@@ -68,8 +56,8 @@ print(runs.groupby("arch").agg(runs=("loss", "size"), max_n=("n_active", "max"))
 # run uses 2000 warmup draws and target_accept 0.95 (converged on both seeds tried).
 deepmind = fit(
     runs,
-    read_spec(MODELS / "wang2024.toml"),
-    **(SAMPLING if SMALL else SAMPLING | {"tune": 2000, "target_accept": 0.95}),
+    read_spec("loss/wang2024"),
+    **SAMPLING,
 )
 assert_converged(deepmind)
 
@@ -177,7 +165,7 @@ assert (far_table["new_run_high_90"] >= far_table["loss_high_90"]).all()
 # default priors.
 
 # %%
-chinchilla = fit(load_dataset("chinchilla"), read_spec(MODELS / "chinchilla.toml"), **SAMPLING)
+chinchilla = fit(load_dataset("chinchilla"), read_spec("loss/chinchilla"), **SAMPLING)
 assert_converged(chinchilla)
 post = chinchilla.idata["posterior"]
 ours = {

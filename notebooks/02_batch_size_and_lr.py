@@ -29,8 +29,6 @@
 # reported, not asserted.
 
 # %%
-import os
-from pathlib import Path
 
 import arviz as az
 import matplotlib.pyplot as plt
@@ -39,28 +37,13 @@ import pandas as pd
 import pymc as pm
 
 from bayes_scaling.datasets import load_dataset
-from bayes_scaling.fit import Posterior, fit, sample
+from bayes_scaling.fit import fit, sample
+from bayes_scaling.notebook import assert_converged, is_small, sampling
 from bayes_scaling.plots import plot_bowl, plot_optimum_vs_scale
 from bayes_scaling.spec import read_spec
 
-SMALL = os.environ.get("BAYES_SCALING_SMALL", "0") == "1"
-# The grid model diverges now and then at target_accept 0.9 (1 to 10 in 4000 draws): the full
-# run uses 0.95.
-SAMPLING = (
-    {"draws": 300, "tune": 300, "chains": 2}
-    if SMALL
-    else {"draws": 1000, "tune": 1000, "target_accept": 0.95}
-)
-SAMPLING |= {"random_seed": 0, "progressbar": False}
-ROOT = Path.cwd() if (Path.cwd() / "models").is_dir() else Path.cwd().parent
-MODELS = ROOT / "models" / "hyper"
-
-
-def assert_converged(posterior: Posterior) -> None:
-    """The package's convergence check: asserted on full runs, reported on SMALL ones."""
-    report = posterior.convergence()
-    print(report)
-    assert SMALL or report.ok, str(report)
+SMALL = is_small()
+SAMPLING = sampling(random_seed=0)
 
 
 # %% [markdown]
@@ -72,7 +55,7 @@ def assert_converged(posterior: Posterior) -> None:
 
 # %%
 dense_runs = load_dataset("steplaw-dense")
-dense = fit(dense_runs, read_spec(MODELS / "steplaw.toml"), **SAMPLING)
+dense = fit(dense_runs, read_spec("hyper/steplaw"), **SAMPLING)
 assert_converged(dense)
 print(f"{len(dense.off_bowl_runs)} of {len(dense_runs)} runs off the bowl")
 
@@ -140,7 +123,7 @@ assert plan["lr_low_90"].iloc[0] < plan["lr_median"].iloc[0] < plan["lr_high_90"
 
 # %%
 moe_runs = load_dataset("steplaw-moe")
-moe = fit(moe_runs, read_spec(MODELS / "steplaw-sparsity.toml"), **SAMPLING)
+moe = fit(moe_runs, read_spec("hyper/steplaw-sparsity"), **SAMPLING)
 assert_converged(moe)
 sparsity = az.summary(
     moe.idata, var_names=["lr_log_sparsity", "batch_log_sparsity", "lr_log_d", "batch_log_d"],
@@ -156,7 +139,7 @@ print(sparsity.to_string())
 
 # %%
 both_runs = pd.concat([dense_runs, moe_runs], ignore_index=True)
-both = fit(both_runs, read_spec(MODELS / "wang2024.toml"), **SAMPLING)
+both = fit(both_runs, read_spec("hyper/wang2024"), **SAMPLING)
 assert_converged(both)
 draws = both.idata["posterior"]
 losses = np.linspace(2.2, 2.5, 7)
@@ -213,7 +196,7 @@ with pm.Model(coords={"model": list(model_names), "run": cbs["run_id"].tolist()}
         "log_tokens", nu=4, mu=mean, sigma=pm.HalfNormal("sigma", 0.2),
         observed=np.log(cbs["tokens"].to_numpy()), dims="run",
     )  # fmt: skip
-cbs_idata = sample(cbs_model, **SAMPLING)
+cbs_idata = sample(cbs_model, **{k: v for k, v in SAMPLING.items() if k != "extend"})
 print(az.summary(cbs_idata, var_names=["c1", "sigma"], kind="stats", ci_prob=0.9).to_string())
 b_crit = np.exp(cbs_idata["posterior"]["log_b_crit"]).quantile([0.05, 0.5, 0.95], ("chain", "draw"))
 print((b_crit / 512).round(0).to_pandas().T.rename(columns=lambda q: f"B_crit q{q:g} (seqs)"))

@@ -33,15 +33,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from bayes_scaling.fit import fit
+from bayes_scaling.notebook import assert_converged, is_small, sampling
 from bayes_scaling.plots import plot_loss_vs_compute, plot_optimum_vs_scale
 from bayes_scaling.predict import predict_loss, recommend_hyperparameters
 from bayes_scaling.runs import read_runs
 from bayes_scaling.spec import read_spec
 from bayes_scaling.train.sweep import run_sweep
 
-SMALL = os.environ.get("BAYES_SCALING_SMALL", "0") == "1"
-SAMPLING = {"draws": 300, "tune": 300, "chains": 2} if SMALL else {"draws": 1000, "tune": 1000}
-SAMPLING |= {"random_seed": 0, "progressbar": False}
+SMALL = is_small()
+SAMPLING = sampling(random_seed=0)
+
+
 ROOT = Path.cwd() if (Path.cwd() / "models").is_dir() else Path.cwd().parent
 os.chdir(ROOT)  # the sweep file names its corpus relative to the repository
 
@@ -92,10 +94,8 @@ base_batch = runs.loc[runs["lr"] == base_lr, "batch_tokens"].mode().iloc[0]
 scaling = runs[(runs["lr"] == base_lr) & (runs["batch_tokens"] == base_batch)].reset_index(
     drop=True
 )
-loss_fit = fit(scaling, read_spec("models/loss/wang2024.toml"), **SAMPLING)
-report = loss_fit.convergence()
-print(report)
-assert SMALL or report.ok, str(report)
+loss_fit = fit(scaling, read_spec("loss/wang2024"), **SAMPLING)
+assert_converged(loss_fit)
 print(az.summary(loss_fit.idata, var_names=["alpha", "beta", "gamma"], kind="stats").to_string())
 plot_loss_vs_compute(loss_fit, extend=10.0)
 plt.show()
@@ -127,7 +127,7 @@ grid_runs = runs[cells >= 4].reset_index(drop=True)
 spec = HyperSpec(form="steplaw", lr_terms=("log_n",), batch_terms=("log_n",), name="lr-batch in N")
 hyper = fit(grid_runs, spec, adaptation="low_rank", **SAMPLING)
 print(hyper.convergence())
-print(f"{len(hyper.diverged_runs)} run(s) flagged as diverged")
+print(f"{len(hyper.off_bowl_runs)} grid run(s) off the bowl (blew up at a high lr)")
 plot_optimum_vs_scale(hyper, extend=10.0)
 plt.show()
 plan = recommend_hyperparameters(
