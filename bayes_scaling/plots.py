@@ -256,27 +256,22 @@ def plot_frontier(
     prob: float = 0.9,
     mark: float | None = None,
     axes: Any = None,
+    eval_set: str | None = None,
 ) -> Any:
     """N_opt(C) and D_opt(C) per arch, medians with ``prob`` bands (compute-optimal frontier
-    of :func:`bayes_scaling.decide.frontier`); ``mark`` draws a vertical line at a budget."""
-    from bayes_scaling.decide import frontier
+    of :func:`bayes_scaling.frontier.frontier`); ``mark`` draws a vertical line at a budget."""
+    from bayes_scaling.frontier import frontier
 
     grid = np.geomspace(budgets[0], budgets[-1], 40)
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 4))
     label = f"{100 * prob:g}"
     for arch in posterior.idata["posterior"]["arch"].to_numpy():
-        table = frontier(posterior, grid, str(arch)).summary(probs=(prob,))
+        optimum = frontier(posterior, grid, str(arch), eval_set=eval_set)
         for axis, name in zip(axes, ("n_opt", "d_opt"), strict=True):
-            line = axis.plot(table["flops"], table[f"{name}_median"], label=str(arch))[0]
-            axis.fill_between(
-                table["flops"],
-                table[f"{name}_low_{label}"],
-                table[f"{name}_high_{label}"],
-                color=line.get_color(),
-                alpha=0.2,
-                linewidth=0,
-            )
+            median, low, high = optimum.interval(name, prob)
+            line = axis.plot(grid, median, label=str(arch))[0]
+            axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     for axis, name in zip(axes, ("optimal active parameters N", "optimal tokens D"), strict=True):
         axis.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel=name)
         if mark is not None:
@@ -292,20 +287,19 @@ def plot_isoflop(
     arch: str | None = None,
     prob: float = 0.9,
     ax: Any = None,
+    eval_set: str | None = None,
 ) -> Any:
-    """Expected loss against N at fixed budgets (isoFLOP curves), with ``prob`` bands."""
-    from bayes_scaling.decide import _arch_experts, _column, _log_loss, _pick, law_parameters
+    """Expected loss against N at fixed budgets (isoFLOP curves of
+    :func:`bayes_scaling.frontier.isoflop`), with ``prob`` bands."""
+    from bayes_scaling.frontier import isoflop, pick_label
 
-    arch = _pick(posterior, "arch", arch)
-    experts = _arch_experts(posterior, arch)[-1]
-    params = _column(law_parameters(posterior, arch))
+    arch = pick_label(posterior, "arch", arch)
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
     tail = (1.0 - prob) / 2.0
     for budget in budgets:
         n = np.geomspace(budget**0.5 / 1e3, budget**0.5 / 2, 60)
-        log_n, log_d = np.log(n), np.log(budget / (6.0 * n))
-        loss = np.exp(_log_loss(posterior.spec.law, params, log_n, log_d, experts, 1.0))  # type: ignore[union-attr]
+        loss = isoflop(posterior, budget, n, arch, eval_set=eval_set)
         line = ax.plot(n, np.median(loss, axis=0), label=f"C = {budget:.0e}")[0]
         ax.fill_between(
             n,
@@ -315,17 +309,26 @@ def plot_isoflop(
             alpha=0.2,
             linewidth=0,
         )
-    ax.set(xscale="log", xlabel="active parameters N", ylabel="loss", title=f"isoFLOP, {arch}")
+    where = f", {eval_set}" if eval_set is not None else ""
+    ax.set(
+        xscale="log", xlabel="active parameters N", ylabel="loss", title=f"isoFLOP, {arch}{where}"
+    )
     ax.legend(fontsize="small")
     return ax.figure
 
 
-def plot_p_moe_better(table: pd.DataFrame, ax: Any = None) -> Any:
-    """P(MoE beats dense) against the budget, from :func:`bayes_scaling.decide.moe_vs_dense`."""
+def plot_p_moe_better(comparisons: Any, ax: Any = None) -> Any:
+    """P(MoE beats dense) against the budget, one line per
+    :class:`bayes_scaling.moe.MoEComparison` (one or a sequence, from
+    :func:`bayes_scaling.moe.moe_vs_dense`)."""
+    from bayes_scaling.moe import MoEComparison
+
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
-    for arch, group in table.groupby("moe_arch"):
-        ax.plot(group["flops"], group["p_moe_better"], marker="o", label=str(arch))
+    single = isinstance(comparisons, MoEComparison)
+    for comparison in [comparisons] if single else comparisons:
+        name = f"{comparison.moe_arch} (E = {comparison.experts:g})"
+        ax.plot(comparison.budgets, comparison.p_moe_better, marker="o", label=name)
     ax.axhline(0.5, color="grey", linestyle=":")
     ax.set(xscale="log", ylim=(0, 1), xlabel="training FLOPs C", ylabel="P(MoE loss < dense)")
     ax.legend(fontsize="small")

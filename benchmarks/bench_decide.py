@@ -22,8 +22,10 @@ import pandas as pd
 import xarray as xr
 from _results import save_table
 
-from bayes_scaling.decide import frontier, moe_vs_dense, recommend
-from bayes_scaling.fit import Posterior
+from bayes_scaling.decide import recommend
+from bayes_scaling.frontier import frontier
+from bayes_scaling.moe import moe_vs_dense
+from bayes_scaling.posterior import Posterior
 from bayes_scaling.spec import ModelSpec
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "bench_decide.csv"

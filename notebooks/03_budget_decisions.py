@@ -32,9 +32,11 @@ import numpy as np
 import pandas as pd
 
 from bayes_scaling.datasets import load_dataset
-from bayes_scaling.decide import frontier, moe_vs_dense, recommend
+from bayes_scaling.decide import recommend
 from bayes_scaling.fit import Posterior, fit
+from bayes_scaling.frontier import frontier
 from bayes_scaling.laws import chinchilla_optimal
+from bayes_scaling.moe import moe_vs_dense
 from bayes_scaling.plots import plot_frontier, plot_isoflop, plot_p_moe_better
 from bayes_scaling.spec import read_spec
 
@@ -104,7 +106,8 @@ plt.show()
 
 # %% [markdown]
 # Three ways to choose at the Gopher budget: lowest expected loss, lowest 90th percentile
-# (risk-averse), and the highest chance of reaching a target loss; then the same with at most
+# (risk-averse), and the highest chance that a new run (the fitted run-to-run noise included)
+# reaches a target loss; then the same with at most
 # 500B training tokens (data-limited) and with 1e13 tokens to serve after training
 # (inference-aware: each served token costs 2N FLOPs out of the same budget).
 
@@ -112,7 +115,7 @@ plt.show()
 choices = {
     "expected loss": recommend(chinchilla, GOPHER),
     "90th percentile": recommend(chinchilla, GOPHER, objective="q90"),
-    "P(loss <= 1.97)": recommend(chinchilla, GOPHER, objective="p-target", target=1.97),
+    "P(new run <= 1.97)": recommend(chinchilla, GOPHER, objective="p-target", target=1.97),
     "max 500B tokens": recommend(chinchilla, GOPHER, max_tokens=5e11),
     "serve 1e13 tokens": recommend(chinchilla, GOPHER, inference_tokens=1e13),
 }
@@ -149,20 +152,18 @@ deepmind = fit(
 )
 assert_converged(deepmind)
 budgets = np.geomspace(1e18, 1e24, 7)
-tables = pd.concat(
-    [
-        moe_vs_dense(deepmind, budgets, arch, experts=64.0)
-        for arch in ("moe-hash", "moe-rlr", "moe-sbase")
-    ],
-    ignore_index=True,
-)
+comparisons = [
+    moe_vs_dense(deepmind, budgets, arch, experts=64.0)
+    for arch in ("moe-hash", "moe-rlr", "moe-sbase")
+]
+tables = pd.concat([comparison.summary() for comparison in comparisons], ignore_index=True)
 columns = ["moe_arch", "flops", "p_moe_better"] + [
     f"{name}_{part}"
     for name in ("data_gain", "leverage")
     for part in ("median", "low_90", "high_90")
 ]
 print(tables[columns].round(3).to_string(index=False))
-plot_p_moe_better(tables)
+plot_p_moe_better(comparisons)
 plt.show()
 
 # %% [markdown]
@@ -177,7 +178,8 @@ plt.show()
 # %%
 choice = recommend(deepmind, 1e22)
 print(
-    f"{choice.arch} E={choice.experts:g}: N={choice.n_active:.3g} active, D={choice.tokens:.3g}, "
+    f"{choice.arch} E={choice.experts:g}: N={choice.n_active:.3g} active "
+    f"({choice.n_total:.3g} total, from the shape of its runs), D={choice.tokens:.3g}, "
     f"loss {np.median(choice.loss_draws):.4f} {tuple(round(v, 4) for v in choice.interval())}"
 )
 print(choice.runners_up.head(8).round(4).to_string(index=False))

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bayes_scaling.cli._common import app, fail
+from bayes_scaling.cli._common import app, check_prob, fail, load_posterior
 
 
 @app.command("decide")
@@ -51,9 +51,10 @@ def decide_command(
 
     from bayes_scaling.decide import DecisionError, recommend
     from bayes_scaling.frontier import frontier
-    from bayes_scaling.posterior import Posterior
 
-    posterior = Posterior.load(posterior_file)
+    check_prob(prob)
+    posterior = load_posterior(posterior_file)
+    hyper_posterior = load_posterior(hyper, "--hyper") if hyper is not None else None
     try:
         choice = recommend(
             posterior,
@@ -64,7 +65,7 @@ def decide_command(
             max_tokens=max_tokens,
             inference_tokens=inference_tokens,
             archs=arch,
-            hyper=Posterior.load(hyper) if hyper is not None else None,
+            hyper=hyper_posterior,
             eval_set=eval_set,
             random_seed=seed,
         )
