@@ -67,7 +67,7 @@ assert_converged(deepmind)
 
 # %%
 summary = az.summary(
-    deepmind.idata, var_names=["alpha", "gamma", "alpha_mu", "gamma_mu"], kind="stats"
+    deepmind.idata, var_names=["alpha", "gamma", "log_alpha_mu", "gamma_mu"], kind="stats"
 )
 print(summary.to_string())
 plot_exponents(deepmind, names=("alpha", "gamma"))

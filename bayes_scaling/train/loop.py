@@ -32,13 +32,16 @@ import torch
 import torch.distributed as dist
 
 from bayes_scaling._io import atomic_write
+from bayes_scaling.train.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+)
 from bayes_scaling.train.data import Corpus, prepare_corpus
 from bayes_scaling.train.model import ModelConfig, Transformer, parameter_counts
 
 __all__ = ["CheckpointError", "TrainConfig", "run_id_of", "train"]
-
-# What a checkpoint holds, and the type of each entry (checked before anything is loaded).
-CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "step": int, "last_eval": float, "rng": dict}
 
 # Dense bf16 peak of one H200 (and H100) SXM, for MFU.
 PEAK_FLOPS = {"cuda": 989e12}
@@ -125,65 +128,6 @@ def run_id_of(config: TrainConfig) -> str:
     )
 
 
-class CheckpointError(ValueError):
-    """A ``checkpoint.pt`` that is not a loadable checkpoint of this run (crafted, corrupt, or
-    from another model); its message names the file and says how to restart."""
-
-
-def _rng_state() -> dict[str, Any]:
-    """The RNG state a resume needs: torch's (and CUDA's), as tensors ``weights_only`` accepts.
-
-    The global numpy and ``random`` states are not saved: nothing in the trainer draws from
-    them (weights are initialised by torch, batches come from ``np.random.default_rng`` seeded
-    by (seed, step, rank)), and numpy's state tuple is not loadable with ``weights_only``.
-    """
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int
-) -> tuple[int, float]:
-    """Restore model, optimizer and RNG from ``path``; returns (step, last evaluation loss)."""
-    refused = f"{path} is not a loadable checkpoint of this run (it was not loaded; delete it to "
-    refused += "restart the run from step 0): {}"
-    try:
-        # On the CPU: RNG states must be CPU tensors; load_state_dict moves the rest to device.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError:
-        raise
-    except Exception as error:  # refused by the weights-only unpickler, not a zip, truncated
-        raise CheckpointError(refused.format(_first_line(error))) from error
-    if not isinstance(state, dict):
-        raise CheckpointError(refused.format(f"a {type(state).__name__}, not a dict"))
-    wrong = [key for key, kind in CHECKPOINT_KEYS.items() if not isinstance(state.get(key), kind)]
-    if wrong:
-        raise CheckpointError(refused.format(f"missing or mistyped {wrong}"))
-    if not 0 <= state["step"] <= steps:
-        raise CheckpointError(refused.format(f"step {state['step']} outside 0..{steps}"))
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
-    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
-        message = f"does not match this run's model or optimizer ({_first_line(error)})"
-        raise CheckpointError(refused.format(message)) from error
-    return state["step"], state["last_eval"]
-
-
 def _default_data_dir(source: str = "") -> Path:
     """The package's own corpus cache: one folder per Python version and source, so runs on
     different sources never share (or keep rebuilding) one folder."""
@@ -201,10 +145,6 @@ def _distributed() -> tuple[int, int]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
-
-
-def _save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    atomic_write(path, lambda temporary: torch.save(state, temporary))
 
 
 @torch.no_grad()
@@ -297,7 +237,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
     start_step, last_eval, status = 0, float("nan"), "running"
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
-        start_step, last_eval = _load_checkpoint(checkpoint, model, optimizer, config.steps)
+        start_step, last_eval = load_checkpoint(checkpoint, model, optimizer, config.steps)
     step_model: torch.nn.Module = model
     if world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(model)
@@ -352,13 +292,13 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
                 metrics.write(json.dumps(record) + "\n")
             if rank == 0 and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
                 metrics.flush()  # type: ignore[union-attr]
-                _save_checkpoint(
+                save_checkpoint(
                     {
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "step": step + 1,
                         "last_eval": last_eval,
-                        "rng": _rng_state(),
+                        "rng": rng_state(),
                     },
                     checkpoint,
                 )
