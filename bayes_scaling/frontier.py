@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from bayes_scaling.laws import LAWS, optimal_allocation
+from bayes_scaling.laws import LAWS
 from bayes_scaling.posterior import Posterior
 from bayes_scaling.spec import ModelSpec
 
@@ -201,20 +201,7 @@ class ArchLaw:
         """(ln N, ln D, ln L) at the compute optimum for ln C broadcasting with (draw, 1)."""
         cols = self._columns()
         log_c6 = np.asarray(log_flops, dtype=float) - np.log(6.0)
-        if self.law in ("chinchilla", "experts"):
-            # Closed form (Hoffmann et al. eq. 4); the expert term rescales A by E^-gamma.
-            log_a = cols["log_a"]
-            if self.law == "experts":
-                log_a = log_a - cols["gamma"] * np.log(experts)
-            alpha, beta = cols["alpha"], cols["beta"]
-            total = alpha + beta
-            log_g = (np.log(alpha) + log_a - np.log(beta) - cols["log_b"]) / total
-            log_n = log_g + beta / total * log_c6
-        else:
-            n, _, _ = optimal_allocation(
-                LAWS[self.law], cols, np.exp(log_c6) * 6.0, experts, granularity
-            )
-            log_n = np.log(n)
+        log_n = LAWS[self.law].optimal_log_n(cols, log_c6, experts, granularity)
         log_n = np.broadcast_to(log_n, np.broadcast(log_n, log_c6).shape)
         log_d = log_c6 - log_n
         return log_n, log_d, self.log_loss(log_n, log_d, experts, granularity)

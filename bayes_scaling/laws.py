@@ -164,6 +164,8 @@ class Law:
     signs: dict[str, float] = field(default_factory=dict)
     has_irreducible: bool = True
     citation: str = ""
+    # ln N_opt(params, ln(C / 6), ln E) in closed form, where the law has one.
+    closed_form: Callable[..., Any] | None = None
 
     def log_loss(self, inputs: dict[str, Any], params: dict[str, Any]) -> Any:
         """ln L for inputs keyed like :attr:`inputs` and parameters keyed by name."""
@@ -180,6 +182,17 @@ class Law:
             priors.update({k: v for k, v in self.literature.items() if k in priors})
         return {**priors, "sigma": HalfNormal(0.05), "nu": Gamma(2.0, 0.1)}
 
+    def optimal_log_n(
+        self, params: dict[str, Any], log_c6: Any, experts: Any = 1.0, granularity: Any = 1.0
+    ) -> Any:
+        """ln of the compute-optimal N under C = 6 N D, elementwise over broadcast shapes:
+        the law's closed form when it has one, else :func:`optimal_allocation`."""
+        if self.closed_form is not None:
+            return self.closed_form(params, log_c6, np.log(np.asarray(experts, dtype=float)))
+        flops = 6.0 * np.exp(np.asarray(log_c6, dtype=float))
+        n, _, _ = optimal_allocation(self, params, flops, experts, granularity)
+        return np.log(n)
+
     def raw_from_ref(self, params: dict[str, Any]) -> dict[str, Any]:
         """Add raw-unit coefficients (``log_a``...) to reference-scale ones (``log_a_ref``...)."""
         out = dict(params)
@@ -187,6 +200,17 @@ class Law:
             magnitude = params[exponent] * self.signs.get(exponent, 1.0)
             out[raw] = params[ref] + magnitude * log_ref
         return out
+
+
+def _power_law_optimum(params: dict[str, Any], log_c6: Any, log_experts: Any) -> Any:
+    """ln N_opt of A / (N^alpha E^gamma) + B / D^beta + E under C = 6 N D (Hoffmann et al. 2022,
+    eq. 4): N_opt = G (C / 6)^(beta / (alpha + beta)), G = (alpha A' / (beta B))^(1 / (alpha +
+    beta)), with A' = A E^-gamma (the expert term only rescales A; Chinchilla has gamma = 0)."""
+    alpha, beta = params["alpha"], params["beta"]
+    log_a = params["log_a"] - params.get("gamma", 0.0) * log_experts
+    total = alpha + beta
+    log_g = (np.log(alpha) + log_a - np.log(beta) - params["log_b"]) / total
+    return log_g + beta / total * log_c6
 
 
 def _ref(log_coef: float, exponent: float, log_ref: float) -> float:
@@ -221,10 +245,11 @@ LAWS: dict[str, Law] = {
     for law in (
         Law("chinchilla", chinchilla_log_loss, ("n_active", "tokens"), ("log_n", "log_d"),
             ("log_a", "alpha", "log_b", "beta"), {**_A, **_B, **_E}, _EPOCH, _DENSE_REFERENCE,
-            citation="Hoffmann et al. 2022"),
+            citation="Hoffmann et al. 2022", closed_form=_power_law_optimum),
         Law("experts", experts_log_loss, ("n_active", "tokens", "experts"),
             ("log_n", "log_d", "log_experts"), ("log_a", "alpha", "gamma", "log_b", "beta"),
-            {**_A, **_GAMMA, **_B, **_E}, _EPOCH, _DENSE_REFERENCE, citation="Wang et al. 2024"),
+            {**_A, **_GAMMA, **_B, **_E}, _EPOCH, _DENSE_REFERENCE, citation="Wang et al. 2024",
+            closed_form=_power_law_optimum),
         Law("granularity", granularity_log_loss, ("n_active", "tokens", "granularity"),
             ("log_n", "log_d", "log_granularity"),
             ("log_a", "alpha", "log_b", "beta", "log_g", "gamma"),
@@ -285,10 +310,9 @@ def chinchilla_optimal(flops, log_a, alpha, log_b, beta):
     G = (alpha A / (beta B))^(1/(alpha+beta)) (Hoffmann et al. 2022, eq. 4). Works elementwise
     on posterior draws.
     """
-    total = alpha + beta
-    log_g = (np.log(alpha) + log_a - np.log(beta) - log_b) / total
+    params = {"log_a": log_a, "alpha": alpha, "log_b": log_b, "beta": beta}
     log_c6 = np.log(np.asarray(flops, dtype=float) / 6.0)
-    n_opt = np.exp(log_g + beta / total * log_c6)
+    n_opt = np.exp(_power_law_optimum(params, log_c6, 0.0))
     return n_opt, np.asarray(flops, dtype=float) / (6.0 * n_opt)
 
 

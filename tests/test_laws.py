@@ -99,3 +99,17 @@ def test_laws_are_symbolic_with_pytensor() -> None:
 def test_each_law_names_the_columns_it_needs() -> None:
     assert LAWS["chinchilla"].columns == ("n_active", "tokens")
     assert "experts" in LAWS["experts"].columns and "granularity" in LAWS["granularity"].columns
+
+
+def test_a_law_owns_its_closed_form_optimum_and_it_matches_the_search() -> None:
+    from dataclasses import replace
+
+    law = LAWS["experts"]
+    params = {"log_a": np.log(482.01), "alpha": 0.3478, "log_b": np.log(2085.43),
+              "beta": 0.3658, "gamma": 0.1, "log_e": np.log(1.8172)}  # fmt: skip
+    log_c6 = np.log(np.array([1e21, 1e23]) / 6.0)
+    closed = law.optimal_log_n(params, log_c6, experts=8.0)
+    searched = replace(law, closed_form=None).optimal_log_n(params, log_c6, experts=8.0)
+    np.testing.assert_allclose(closed, searched, atol=1e-5)
+    # More experts rescale A down, so the optimum moves to fewer active parameters.
+    assert (law.optimal_log_n(params, log_c6, experts=64.0) < closed).all()
