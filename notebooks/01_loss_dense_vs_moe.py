@@ -37,12 +37,11 @@ import pandas as pd
 
 from bayes_scaling.datasets import load_dataset
 from bayes_scaling.fit import fit
-from bayes_scaling.notebook import assert_converged, is_small, sampling
+from bayes_scaling.notebook import assert_converged, sampling
 from bayes_scaling.plots import plot_exponents, plot_loss_vs_compute
 from bayes_scaling.predict import law_draws, predict_loss
 from bayes_scaling.spec import read_spec
 
-SMALL = is_small()
 SAMPLING = sampling(random_seed=0)
 
 

@@ -38,11 +38,10 @@ import pymc as pm
 
 from bayes_scaling.datasets import load_dataset
 from bayes_scaling.fit import fit, sample
-from bayes_scaling.notebook import assert_converged, is_small, sampling
+from bayes_scaling.notebook import assert_converged, sampling
 from bayes_scaling.plots import plot_bowl, plot_optimum_vs_scale
 from bayes_scaling.spec import read_spec
 
-SMALL = is_small()
 SAMPLING = sampling(random_seed=0)
 
 

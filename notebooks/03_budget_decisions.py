@@ -24,8 +24,6 @@
 # reported, not asserted.
 
 # %%
-import os
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,33 +31,23 @@ import pandas as pd
 
 from bayes_scaling.datasets import load_dataset
 from bayes_scaling.decide import recommend
-from bayes_scaling.fit import Posterior, fit
+from bayes_scaling.fit import fit
 from bayes_scaling.frontier import frontier
 from bayes_scaling.laws import chinchilla_optimal
 from bayes_scaling.moe import moe_vs_dense
+from bayes_scaling.notebook import assert_converged, sampling
 from bayes_scaling.plots import plot_frontier, plot_isoflop, plot_p_moe_better
 from bayes_scaling.spec import read_spec
 
-SMALL = os.environ.get("BAYES_SCALING_SMALL", "0") == "1"
-SAMPLING = {"draws": 300, "tune": 300, "chains": 2} if SMALL else {"draws": 1000, "tune": 1000}
-SAMPLING |= {"random_seed": 0, "progressbar": False}
-ROOT = Path.cwd() if (Path.cwd() / "models").is_dir() else Path.cwd().parent
-MODELS = ROOT / "models" / "loss"
+SAMPLING = sampling(random_seed=0)
 GOPHER = 5.76e23
-
-
-def assert_converged(posterior: Posterior) -> None:
-    """The package's convergence check: asserted on full runs, reported on SMALL ones."""
-    report = posterior.convergence()
-    print(report)
-    assert SMALL or report.ok, str(report)
 
 
 # %% [markdown]
 # ## 1. Chinchilla: the optimal size at the Gopher budget
 
 # %%
-chinchilla = fit(load_dataset("chinchilla"), read_spec(MODELS / "chinchilla.toml"), **SAMPLING)
+chinchilla = fit(load_dataset("chinchilla"), read_spec("loss/chinchilla"), **SAMPLING)
 assert_converged(chinchilla)
 gopher = frontier(chinchilla, [GOPHER])
 n_draws = gopher.n_opt[:, 0]
@@ -147,8 +135,8 @@ assert choices["serve 1e13 tokens"].n_active < choices["expected loss"].n_active
 # %%
 deepmind = fit(
     load_dataset("deepmind-routing"),
-    read_spec(MODELS / "wang2024.toml"),
-    **(SAMPLING if SMALL else SAMPLING | {"tune": 2000, "target_accept": 0.95}),
+    read_spec("loss/wang2024"),
+    **SAMPLING,
 )
 assert_converged(deepmind)
 budgets = np.geomspace(1e18, 1e24, 7)
