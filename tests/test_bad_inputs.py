@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from bayes_scaling.cli import app
-from bayes_scaling.fit import fit
 from bayes_scaling.posterior import Posterior
 from bayes_scaling.spec import HyperSpec, ModelSpec, SpecError
 from tests.simulate import simulate_grid, simulate_runs
@@ -201,12 +200,12 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def posteriors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def posteriors(tmp_path_factory: pytest.TempPathFactory, small_fit) -> dict[str, Path]:  # type: ignore[no-untyped-def]
     """A small loss posterior and a small hyperparameter posterior, saved (a few seconds)."""
     folder = tmp_path_factory.mktemp("posteriors")
-    small = {"draws": 60, "tune": 60, "chains": 1, "extend": 0, "progressbar": False}
-    loss = fit(simulate_runs(seed=1, runs_per_arch=8), ModelSpec(), **small)
-    hyper = fit(simulate_grid(seed=2), HyperSpec(), **small)
+    small = {"draws": 60, "tune": 60, "chains": 1}
+    loss = small_fit(simulate_runs(seed=1, runs_per_arch=8), ModelSpec(), **small)
+    hyper = small_fit(simulate_grid(seed=2), HyperSpec(), **small)
     return {"post": loss.save(folder / "post.nc"), "hyper": hyper.save(folder / "hyper.nc")}
 
 

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from bayes_scaling.cli import app
 from bayes_scaling.datasets import load_dataset
 from bayes_scaling.decide import DecisionError, Objective, recommend
-from bayes_scaling.fit import fit
 from bayes_scaling.frontier import frontier, published_posterior
 from bayes_scaling.moe import expert_share, moe_vs_dense
 from bayes_scaling.posterior import Posterior
@@ -108,15 +107,13 @@ def test_max_params_counts_the_experts_that_exist() -> None:
 
 
 @pytest.fixture(scope="module")
-def simulated() -> Posterior:
-    return fit(
+def simulated(small_fit) -> Posterior:  # type: ignore[no-untyped-def]
+    return small_fit(
         simulate_runs(seed=4, runs_per_arch=40),
         ModelSpec(pooling="hierarchical"),
+        random_seed=1,
         draws=300,
         tune=300,
-        chains=2,
-        random_seed=1,
-        progressbar=False,
     )
 
 

@@ -15,7 +15,7 @@ import xarray as xr
 from matplotlib.contour import ContourSet
 
 from bayes_scaling.datasets import load_dataset
-from bayes_scaling.fit import Posterior, fit
+from bayes_scaling.fit import Posterior
 from bayes_scaling.hyper_model import (
     CELL_COLUMNS,
     assign_cells,
@@ -36,9 +36,7 @@ from bayes_scaling.spec import HyperSpec, SpecError, read_spec
 from tests.simulate import HYPER_TRUTH, simulate_grid
 
 MODELS = Path(__file__).resolve().parents[1] / "models" / "hyper"
-SAMPLING = {
-    "draws": 400, "tune": 400, "chains": 2, "extend": 0, "random_seed": 5, "progressbar": False
-}  # fmt: skip
+SAMPLING = {"draws": 400, "tune": 400, "random_seed": 5}
 # Varies with ln lr / ln batch only through the bowl; the bowl's own inputs are set per test.
 SURFACE_INPUTS = ("log_lr_opt", "log_batch_opt", "log_h_lr_cell", "log_h_batch_cell")
 
@@ -88,9 +86,9 @@ def model_surface(
 
 
 @pytest.fixture(scope="module")
-def grid_posterior() -> Posterior:
+def grid_posterior(small_fit) -> Posterior:  # type: ignore[no-untyped-def]
     runs = blow_up(simulate_grid(seed=1), count=4, seed=1)
-    return fit(runs, HyperSpec(form="steplaw"), **SAMPLING)
+    return small_fit(runs, HyperSpec(form="steplaw"), **SAMPLING)
 
 
 def test_recovers_the_exponents_of_the_optimum(grid_posterior: Posterior) -> None:
@@ -269,25 +267,25 @@ def test_slow_low_lr_runs_of_the_trainer_grid_stay_in_the_fit() -> None:
     assert len(model.coords["run"]) == len(grid)
 
 
-def test_a_cell_with_one_run_is_refused_by_name() -> None:
+def test_a_cell_with_one_run_is_refused_by_name(small_fit) -> None:  # type: ignore[no-untyped-def]
     runs = simulate_grid(seed=3)
     lonely = runs.iloc[[0]].assign(run_id="alone", tokens=1.234e10)
     table = pd.concat([runs, lonely], ignore_index=True)
     with pytest.raises(RunTableError) as error:
-        fit(table, HyperSpec(), **SAMPLING)
+        small_fit(table, HyperSpec(), **SAMPLING)
     message = str(error.value)
     assert "single run" in message and "tokens=1.234e+10" in message
     assert f"row {len(table)}" in message
 
 
-def test_missing_or_non_positive_lr_is_refused_naming_rows() -> None:
+def test_missing_or_non_positive_lr_is_refused_naming_rows(small_fit) -> None:  # type: ignore[no-untyped-def]
     runs = simulate_grid(seed=3)
     runs.loc[4, "lr"] = float("nan")
     with pytest.raises(RunTableError, match=r"row 5, column 'lr'"):
         assign_cells(runs)
     runs.loc[4, "lr"] = -1e-3
     with pytest.raises(RunTableError, match=r"row 5, column 'lr'"):
-        fit(runs, HyperSpec(), **SAMPLING)
+        small_fit(runs, HyperSpec(), **SAMPLING)
 
 
 def test_spec_refuses_unknown_forms_and_terms() -> None:
