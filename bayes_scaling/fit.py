@@ -102,7 +102,7 @@ def build_model(runs: pd.DataFrame, spec: ModelSpec | HyperSpec) -> tuple[pm.Mod
 
         assign_cells(runs)  # refuse missing lr / batch and lonely cells before flagging
         runs = runs.assign(off_bowl=flag_off_bowl(runs, spec.off_bowl_above).to_numpy())
-        return create_hyper_model(runs[~runs["off_bowl"]].reset_index(drop=True), spec), runs
+        return create_hyper_model(runs[~runs["off_bowl"]], spec), runs
     return create_loss_model(runs, spec), runs
 
 
@@ -151,6 +151,7 @@ def fit(
     if runs.empty:
         raise RunTableError([RunProblem("every run has status 'diverged'; nothing to fit")])
     model, stored = build_model(runs, spec)
+    stored = stored.reset_index(drop=True)
     attempts: list[dict[str, Any]] = []
     for attempt in range(current.extend + 1):
         idata = sample(

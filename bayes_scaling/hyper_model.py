@@ -118,6 +118,13 @@ def flag_off_bowl(runs: pd.DataFrame, above: float) -> pd.Series:
     return pd.Series(~finite | blown_up, index=runs.index)
 
 
+def _row(runs: pd.DataFrame, position: int) -> int:
+    """The file row (from 1) of a run: its index label when the table is a validated one with
+    some runs left out (diverged), else its position."""
+    label = runs.index[position]
+    return int(label) + 1 if isinstance(label, int | np.integer) else position + 1
+
+
 def assign_cells(runs: pd.DataFrame, origin: str = "run table") -> tuple[np.ndarray, pd.DataFrame]:
     """Cell index of every run and one row per cell; refuses what the bowl cannot use.
 
@@ -132,7 +139,9 @@ def assign_cells(runs: pd.DataFrame, origin: str = "run table") -> tuple[np.ndar
         values = pd.to_numeric(runs[column], errors="coerce")
         for row in np.flatnonzero(~(values > 0).to_numpy()):
             problems.append(
-                RunProblem(f"must be a positive number, not {values[row]}", int(row) + 1, column)
+                RunProblem(
+                    f"must be a positive number, not {values.iloc[row]}", _row(runs, row), column
+                )
             )
     if problems:
         raise RunTableError(problems, origin)
@@ -144,7 +153,7 @@ def assign_cells(runs: pd.DataFrame, origin: str = "run table") -> tuple[np.ndar
         RunProblem(
             "cell (arch={}, n_active={:.4g}, n_total={:.4g}, tokens={:.4g}) has a single run; "
             "a bowl needs at least two".format(*table.iloc[index]),
-            int(np.flatnonzero(codes == index)[0]) + 1,
+            _row(runs, int(np.flatnonzero(codes == index)[0])),
         )
         for index in np.flatnonzero(sizes < 2)
     ]

@@ -44,7 +44,8 @@ def _check_columns(runs: pd.DataFrame, law: Law) -> None:
     for column in law.columns:
         values = pd.to_numeric(runs[column], errors="coerce")
         if values.isna().any() or (values <= 0).any():
-            row = int(np.flatnonzero((values.isna() | (values <= 0)).to_numpy())[0]) + 1
+            position = int(np.flatnonzero((values.isna() | (values <= 0)).to_numpy())[0])
+            row = int(runs.index[position]) + 1  # the file's row: kept through split_diverged
             raise MissingColumnError(
                 f"row {row}, column {column!r}: the {law.name} law needs a "
                 "positive value on every run"

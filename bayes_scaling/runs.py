@@ -55,10 +55,8 @@ def split_diverged(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     if "status" not in runs.columns:
         return runs, runs.iloc[:0]
     diverged = (runs["status"].astype(object) == "diverged").to_numpy()
-    return (
-        runs[~diverged].reset_index(drop=True),
-        runs[diverged].reset_index(drop=True),
-    )
+    # The index is kept, so a later error about a measured run still names its row in the file.
+    return runs[~diverged], runs[diverged]
 
 
 def _fill_defaults(table: pd.DataFrame, problems: list[RunProblem], source: str) -> pd.DataFrame:

@@ -125,6 +125,12 @@ CASES = [
          {"r.jsonl": json.dumps({**RUN, "status": "running"}) + "\n"}),
     Case("validate against a law", ("validate", "{tmp}/r.csv", "--model", "hyper/steplaw"),
          "r.csv: 4 problem(s)", {"r.csv": GOOD_CSV}),
+    Case("rows keep their numbers past diverged runs", ("validate", "{tmp}/r.jsonl", "--model",
+         "hyper/steplaw"), "row 3, column 'lr'", {"r.jsonl": "".join(
+             json.dumps({**RUN, "run_id": f"r{i}", "lr": lr, "batch_tokens": 512.0,
+                         "status": status}) + "\n"
+             for i, (lr, status) in enumerate([(1e-3, "diverged"), (1e-3, "finished"),
+                                               (None, "finished"), (2e-3, "finished")]))}),
     Case("wrong file for a data set", ("datasets", "show", "chinchilla", "--path", "{tmp}/r.csv"),
          "not the 'chinchilla' data set's file (missing column 'Model Size')",
          {"r.csv": GOOD_CSV}),
