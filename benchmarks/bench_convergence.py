@@ -11,7 +11,7 @@ Which data a hypothesis applies to (decided here, once, for every hypothesis ali
 
 - loss laws with experts (wang2024 and its pooled / separate ladder, clark2022,
   ludziejewski2025): DeepMind's routed runs, whole and fit-small (models <= 370M, the held-out
-  task), and the package's own trainer sweep (dense + MoE);
+  task), and the package's own trainer sweep (dense + MoE, its runs at the base lr and batch);
 - the dense law (chinchilla): Epoch AI's Chinchilla, whole and fit-small (C <= 1e21 FLOPs);
 - hyperparameter laws: the Step Law dense grid (steplaw, compute, wang2024) and the Step Law
   MoE grid (steplaw-sparsity).
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 from _results import RESULTS, save_table
@@ -52,6 +53,12 @@ def _small_compute(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["flops"] <= 1e21]
 
 
+def _scaling_grid(runs: pd.DataFrame) -> pd.DataFrame:
+    """The trainer sweep's scaling runs (its base lr and batch); the lr x batch grid around
+    them is for the hyperparameter laws, and a loss law assumes tuned hyperparameters."""
+    return runs[(runs["lr"] == 3e-3) & (runs["batch_tokens"] == 1024.0)]
+
+
 # (hypothesis, data set, subset label, subset)
 TASKS: list[tuple[str, str, str, Subset]] = [
     ("loss/chinchilla", "chinchilla", "all", _all),
@@ -68,7 +75,7 @@ TASKS: list[tuple[str, str, str, Subset]] = [
         for label, subset in (("all", _all), ("N <= 370M", _small_models))
     ],
     *[
-        (model, "trainer-cpu", "all", _all)
+        (model, "trainer-cpu", "lr 3e-3, batch 1024", _scaling_grid)
         for model in (
             "loss/wang2024",
             "loss/wang2024-pooled",
@@ -115,6 +122,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="substrings of hypothesis or data set names")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(RESULTS / "bench_convergence.csv"))
+    parser.add_argument(
+        "--merge", action="store_true", help="replace only the rows run now in an existing --out"
+    )
     args = parser.parse_args()
     rows = []
     for model, dataset, label, subset in TASKS:
@@ -124,6 +134,12 @@ def main() -> None:
         rows.append(row)
         print(" | ".join(f"{key}={value}" for key, value in row.items()), flush=True)
     table = pd.DataFrame(rows)
+    if args.merge and Path(args.out).exists():
+        old = pd.read_csv(args.out)
+        key = ["hypothesis", "data", "subset"]
+        fresh = set(map(tuple, table[key].to_numpy()))
+        kept = old[[tuple(row) not in fresh for row in old[key].to_numpy()]]
+        table = pd.concat([kept, table], ignore_index=True)
     print(table.to_string(index=False))
     save_table(table, args.out)
 
