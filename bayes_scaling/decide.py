@@ -129,8 +129,8 @@ class Recommendation:
     runners_up: pd.DataFrame
     scored_on: str = "mean expected loss"
     new_run_draws: np.ndarray | None = None
-    lr: dict[str, float] = field(default_factory=dict)
-    batch_tokens: dict[str, float] = field(default_factory=dict)
+    lr: dict[str, Any] = field(default_factory=dict)
+    batch_tokens: dict[str, Any] = field(default_factory=dict)
 
     def interval(self, prob: float = 0.9, new_run: bool = False) -> tuple[float, float]:
         """Central interval of the expected loss (or of a new run's loss)."""
@@ -260,6 +260,7 @@ def recommend(
     max_draws: int | None = None,
     random_seed: int | np.random.Generator | None = 0,
     new_runs: int = 4000,
+    hyper_prob: float = 0.9,
 ) -> Recommendation:
     """Pick the configuration to train with ``budget`` FLOPs.
 
@@ -315,7 +316,7 @@ def recommend(
         noise = laws[0].new_run_noise(new_runs, random_seed)  # refuses without sigma
     result = _choose(options, objective, noise, budget)
     if hyper is not None:
-        _attach_hyperparameters(result, hyper, posterior)
+        _attach_hyperparameters(result, hyper, posterior, hyper_prob)
     return result
 
 
@@ -370,9 +371,13 @@ def _choose(
     )
 
 
-def _attach_hyperparameters(result: Recommendation, hyper: Posterior, posterior: Posterior) -> None:
-    """Learning rate and batch size of the chosen configuration from a hyper posterior."""
-    from bayes_scaling.predict import recommend_hyperparameters
+def _attach_hyperparameters(
+    result: Recommendation, hyper: Posterior, posterior: Posterior, prob: float
+) -> None:
+    """Learning rate and batch size of the chosen configuration from a hyper posterior: the
+    values with the lowest expected loss penalty (what ``predict`` reports), and the optimum's
+    median with its central ``prob`` interval."""
+    from bayes_scaling.hyper_predict import recommend as recommend_lr_batch
 
     if not isinstance(hyper.spec, HyperSpec):
         raise DecisionError("--hyper needs a hyperparameter posterior (kind 'hyper')")
@@ -384,16 +389,19 @@ def _attach_hyperparameters(result: Recommendation, hyper: Posterior, posterior:
         )
     if result.n_total is None:
         expert_share(posterior, result.arch)  # raises, naming the arch and why
-    point = {
-        "n_active": [result.n_active],
-        "tokens": [result.tokens],
-        "n_total": [result.n_total],
-        "arch": [arch or hyper_archs[0]],
-    }
-    row = recommend_hyperparameters(hyper, point, probs=(0.9,)).iloc[0]
-    for name, target in (("lr", result.lr), ("batch", result.batch_tokens)):
+    point = {"n_active": result.n_active, "tokens": result.tokens, "n_total": result.n_total,
+             "arch": arch or hyper_archs[0]}  # fmt: skip
+    choice = recommend_lr_batch(hyper, point, prob=prob)
+    # A one-arch hyper posterior answers for the chosen arch too; the output says whose law.
+    for target, value, median, interval in (
+        (result.lr, choice.lr, choice.lr_median, choice.lr_interval),
+        (result.batch_tokens, choice.batch_tokens, choice.batch_median, choice.batch_interval),
+    ):
         target.update(
-            median=float(row[f"{name}_median"]),
-            low_90=float(row[f"{name}_low_90"]),
-            high_90=float(row[f"{name}_high_90"]),
+            value=value,
+            median=median,
+            interval=list(interval),
+            prob=prob,
+            law_arch=choice.arch,
+            expected_loss_penalty=choice.expected_loss_penalty,
         )

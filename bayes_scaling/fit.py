@@ -88,7 +88,8 @@ def _attempt_record(settings: SamplerSettings, report: ConvergenceReport) -> dic
 def _extended(settings: SamplerSettings, report: ConvergenceReport) -> SamplerSettings:
     """The next attempt after a failed check: twice the warm-up and draws, and after
     divergent transitions a higher target acceptance (smaller steps)."""
-    accept = min(0.99, max(0.95, settings.target_accept + 0.04)) if report.divergences else None
+    raised = min(0.99, max(0.95, settings.target_accept + 0.04))
+    accept = max(settings.target_accept, raised) if report.divergences else None
     return settings.with_overrides(
         tune=2 * max(settings.tune, 500), draws=2 * settings.draws, target_accept=accept
     )
@@ -174,8 +175,10 @@ def fit(
             f"convergence check failed ({str(report).splitlines()[0]}); sampling again with "
             f"tune={current.tune}, draws={current.draws}, target_accept={current.target_accept}"
         )
+    # The top level describes the draws saved (the last attempt); what was asked is kept too.
     record = {
-        **asdict(spec.sampler.with_overrides(**settings)),
+        **asdict(current),
+        "requested": asdict(spec.sampler.with_overrides(**settings)),
         "random_seed": random_seed,
         "attempts": attempts,
         "left_out_diverged": diverged["run_id"].tolist(),

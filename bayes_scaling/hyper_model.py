@@ -133,14 +133,18 @@ def assign_cells(runs: pd.DataFrame, origin: str = "run table") -> tuple[np.ndar
     """
     problems = []
     for column in ("lr", "batch_tokens"):
-        if column not in runs:
-            problems.append(RunProblem("the hyperparameter model needs this column", None, column))
+        values = pd.to_numeric(runs[column], errors="coerce") if column in runs else None
+        if values is None or values.isna().all():  # absent (validation fills it with NaN)
+            problems.append(
+                RunProblem("the hyperparameter model needs this column on every run", None, column)
+            )
             continue
-        values = pd.to_numeric(runs[column], errors="coerce")
         for row in np.flatnonzero(~(values > 0).to_numpy()):
             problems.append(
                 RunProblem(
-                    f"must be a positive number, not {values.iloc[row]}", _row(runs, row), column
+                    f"must be a positive number, not {values.iloc[row]}",
+                    _row(runs, int(row)),
+                    column,
                 )
             )
     if problems:

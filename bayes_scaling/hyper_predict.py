@@ -27,12 +27,13 @@ from bayes_scaling.hyper_model import (
     min_loss_law,
     term_values,
 )
+from bayes_scaling.points import PredictionError, check_points, pick_labels
 from bayes_scaling.posterior import Posterior
 from bayes_scaling.spec import HyperSpec
 
 __all__ = [
     "BowlDraws",
-    "Recommendation",
+    "HyperRecommendation",
     "choose_hyperparameters",
     "fitted_bowls",
     "new_cell_bowls",
@@ -46,14 +47,6 @@ __all__ = [
 GRID_POINTS = 11
 PASSES = 4
 MIN_HALF_WIDTH = 0.05  # ln units: a grid even when the draws of the optimum barely move
-
-
-def _prediction_error(message: str) -> ValueError:
-    """A :class:`bayes_scaling.predict.PredictionError` (imported late: predict re-exports
-    this module)."""
-    from bayes_scaling.predict import PredictionError
-
-    return PredictionError(message)
 
 
 @dataclass(frozen=True)
@@ -124,7 +117,7 @@ def new_cell_bowls(
     ``n_active``, ``n_total``, ``tokens``): the laws plus one draw of each cell deviation."""
     spec = posterior.spec
     if not isinstance(spec, HyperSpec):
-        raise _prediction_error("recommendations need a hyperparameter posterior (kind 'hyper')")
+        raise PredictionError("recommendations need a hyperparameter posterior (kind 'hyper')")
     archs = [str(a) for a in posterior.idata["posterior"]["arch"].to_numpy()]
     arch_idx = pd.Categorical(frame["arch"].astype(str), archs).codes
 
@@ -183,20 +176,10 @@ def choose_hyperparameters(bowls: BowlDraws) -> tuple[np.ndarray, np.ndarray]:
 def _planned_cells(posterior: Posterior, points: Any) -> pd.DataFrame:
     """The request as a frame with ``arch`` and ``n_total`` filled in, or an error naming it."""
     frame = pd.DataFrame(points).reset_index(drop=True)
-    for column in ("n_active", "tokens"):
-        if column not in frame:
-            raise _prediction_error(f"prediction points need a {column!r} column")
-        if not (pd.to_numeric(frame[column], errors="coerce") > 0).all():
-            raise _prediction_error(f"column {column!r}: every value must be a positive number")
-    frame["n_total"] = frame["n_total"] if "n_total" in frame else frame["n_active"]
-    archs = [str(a) for a in posterior.idata["posterior"]["arch"].to_numpy()]
-    if "arch" not in frame:
-        if len(archs) > 1:
-            raise _prediction_error(f"the posterior has several archs; name one of {archs}")
-        frame["arch"] = archs[0]
-    unknown = sorted(set(frame["arch"].astype(str)) - set(archs))
-    if unknown:
-        raise _prediction_error(f"unknown arch {unknown}; the posterior knows {archs}")
+    if "n_active" in frame and "n_total" not in frame:
+        frame["n_total"] = frame["n_active"]
+    check_points(frame)
+    pick_labels(frame, "arch", [str(a) for a in posterior.idata["posterior"]["arch"].to_numpy()])
     return frame
 
 
@@ -232,10 +215,10 @@ def recommend_hyperparameters(
         ``penalty_mean_at_median``; ``min_loss_*``, the cell's loss at its optimum.
     """
     if not isinstance(posterior.spec, HyperSpec):
-        raise _prediction_error("recommendations need a hyperparameter posterior (kind 'hyper')")
+        raise PredictionError("recommendations need a hyperparameter posterior (kind 'hyper')")
     for prob in probs:
         if not 0.0 < prob < 1.0:
-            raise _prediction_error(f"interval probability {prob} must lie strictly in (0, 1)")
+            raise PredictionError(f"interval probability {prob} must lie strictly in (0, 1)")
     frame = _planned_cells(posterior, points)
     bowls = new_cell_bowls(posterior, frame, np.random.default_rng(random_seed))
     out = frame[["arch", "n_active", "n_total", "tokens"]].copy()
@@ -265,7 +248,7 @@ def recommend_hyperparameters(
 
 
 @dataclass(frozen=True)
-class Recommendation:
+class HyperRecommendation:
     """The recommendation for one planned run; ``to_dict()`` is JSON-ready.
 
     ``lr`` / ``batch_tokens`` are the choice with the lowest expected penalty; ``*_median``
@@ -313,7 +296,7 @@ class Recommendation:
 
 def recommend(
     posterior: Posterior, point: Mapping[str, Any], prob: float = 0.9, random_seed: int = 0
-) -> Recommendation:
+) -> HyperRecommendation:
     """The recommendation for one planned run: ``point`` has scalar ``n_active``, ``tokens``
     and optionally ``n_total``, ``arch`` (see :func:`recommend_hyperparameters`).
 
@@ -332,7 +315,7 @@ def recommend(
     def interval(name: str) -> tuple[float, float]:
         return float(row[f"{name}_low_{label}"]), float(row[f"{name}_high_{label}"])
 
-    return Recommendation(
+    return HyperRecommendation(
         arch=str(row["arch"]),
         n_active=float(row["n_active"]),
         n_total=float(row["n_total"]),

@@ -41,6 +41,8 @@ FORMAT_VERSION = 2  # 1: run table as a CSV string attribute (before checksums)
 # Thresholds of Vehtari et al. 2021 ("Rank-normalization, folding, and localization").
 MAX_RHAT = 1.01
 MIN_ESS = 400
+# The file attributes the checksum covers (the checksum itself is stored beside them).
+ATTRIBUTES = ("format", "format_version", "bayes_scaling_version", "spec", "sampler")
 # The run table's flag of grid runs left out of the hyperparameter fit (far above their cell's
 # best); not a trainer divergence, which the run table marks as ``status = "diverged"``.
 OFF_BOWL = "off_bowl"
@@ -162,32 +164,49 @@ def _checksum(tree: xr.DataTree, attrs: dict[str, str]) -> str:
 
 
 def _runs_to_dataset(runs: pd.DataFrame) -> xr.Dataset:
-    """The run table as a Dataset over ``row``; each column keeps its pandas dtype in attrs."""
+    """The run table as a Dataset over ``row``: one variable per column, named by position
+    (a column name may hold characters netCDF refuses, such as '/'), with the column's name,
+    pandas dtype and, for text, the rows that were missing in its attributes."""
     data = {}
-    for column in runs.columns:
+    for position, column in enumerate(runs.columns):
         series = runs[column]
-        dtype = str(series.dtype)
-        if dtype in ("Int64", "boolean"):
+        attrs: dict[str, Any] = {"name": str(column), "pandas_dtype": str(series.dtype)}
+        if str(series.dtype) in ("Int64", "boolean"):
             values = series.astype("float64").to_numpy()
         elif series.dtype.kind in "fiub":
             values = series.to_numpy()
         else:
-            values = series.astype(str).to_numpy(dtype=str)
-        data[str(column)] = xr.Variable(("row",), values, attrs={"pandas_dtype": dtype})
+            missing = series.isna().to_numpy()
+            attrs["missing_rows"] = np.flatnonzero(missing).astype("int64")
+            text = ["" if gap else str(v) for v, gap in zip(series, missing, strict=True)]
+            values = np.array(text, dtype=object)
+        data[f"column_{position:04d}"] = xr.Variable(("row",), values, attrs=attrs)
     return xr.Dataset(data)
 
 
+def _is_numeric(dtype: str) -> bool:
+    """Whether a stored pandas dtype name is a number or boolean type (restored as such)."""
+    if dtype in ("Int64", "boolean"):
+        return True
+    try:
+        return np.dtype(dtype).kind in "fiub"
+    except TypeError:  # pandas' own names: "str", "string", "category", ...
+        return False
+
+
 def _runs_from_dataset(dataset: xr.Dataset) -> pd.DataFrame:
-    """Inverse of :func:`_runs_to_dataset`."""
+    """Inverse of :func:`_runs_to_dataset`: names, dtypes and missing text cells restored."""
     columns = {}
-    for name in dataset.data_vars:
-        array = dataset[name]
-        dtype = array.attrs.get("pandas_dtype", "object")
+    for key in sorted(map(str, dataset.data_vars)):
+        array = dataset[key]
+        dtype = str(array.attrs.get("pandas_dtype", "object"))
         values = array.to_numpy()
-        if dtype in ("Int64", "boolean", "int64", "float64", "bool"):
-            columns[str(name)] = pd.Series(values).astype(dtype)
+        if _is_numeric(dtype):
+            series = pd.Series(values).astype(dtype)
         else:
-            columns[str(name)] = pd.Series(values.astype(str), dtype=object)
+            series = pd.Series([str(v) for v in values], dtype=object)
+            series.iloc[np.atleast_1d(array.attrs.get("missing_rows", [])).astype(int)] = None
+        columns[str(array.attrs.get("name", key))] = series
     return pd.DataFrame(columns)
 
 
@@ -238,6 +257,7 @@ class Posterior:
         return check_convergence(self.idata)
 
     def _attrs(self) -> dict[str, str]:
+        """The identifying attributes (:data:`ATTRIBUTES`) covered by the checksum."""
         return {
             "format": FILE_FORMAT,
             "format_version": str(FORMAT_VERSION),
@@ -287,7 +307,8 @@ class Posterior:
                     else f"not a bayes_scaling posterior (no format attribute {FILE_FORMAT!r})"
                 )
             )
-        version = int(attrs.get("format_version", "0") or 0)
+        version_text = attrs.get("format_version", "0")
+        version = int(version_text) if version_text.isdigit() else -1
         if version != FORMAT_VERSION:
             raise PosteriorFileError(
                 f"{path}: posterior format {version}; this bayes_scaling "
@@ -301,7 +322,7 @@ class Posterior:
         if missing:
             raise PosteriorFileError(f"{path}: incomplete posterior file, missing {missing}")
         stored = attrs.pop("checksum")
-        if _checksum(tree, {k: attrs[k] for k in cls._attr_keys()}) != stored:
+        if _checksum(tree, {k: attrs[k] for k in ATTRIBUTES}) != stored:
             raise PosteriorFileError(
                 f"{path}: contents do not match the stored checksum; the file was damaged or "
                 "modified after it was written"
@@ -311,9 +332,12 @@ class Posterior:
             sampler = json.loads(attrs["sampler"])
         except (SpecError, ValueError) as error:
             raise PosteriorFileError(f"{path}: unreadable stored hypothesis ({error})") from error
-        runs = _runs_from_dataset(tree["runs"].to_dataset())
-        extra = {c: runs.pop(c) for c in (OFF_BOWL,) if c in runs}
-        runs = validate_runs(runs, origin=f"{path} (stored run table)").assign(**extra)
+        try:
+            runs = _runs_from_dataset(tree["runs"].to_dataset())
+            extra = {c: runs.pop(c) for c in (OFF_BOWL,) if c in runs}
+            runs = validate_runs(runs, origin=f"{path} (stored run table)").assign(**extra)
+        except (ValueError, TypeError) as error:  # RunTableError is a ValueError
+            raise PosteriorFileError(f"{path}: unreadable stored run table ({error})") from error
         idata = xr.DataTree.from_dict(
             {
                 name.lstrip("/"): tree[name].to_dataset()
@@ -323,10 +347,6 @@ class Posterior:
         )
         idata.attrs = {"bayes_scaling_version": attrs["bayes_scaling_version"]}
         return cls(spec, runs, idata, sampler)
-
-    @staticmethod
-    def _attr_keys() -> tuple[str, ...]:
-        return ("format", "format_version", "bayes_scaling_version", "spec", "sampler")
 
     @property
     def fitted_runs(self) -> pd.DataFrame:

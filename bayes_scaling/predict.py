@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from bayes_scaling.fit import Posterior
-from bayes_scaling.hyper_predict import recommend_hyperparameters
 from bayes_scaling.laws import LAWS, log_inputs
+from bayes_scaling.points import PredictionError, check_points, pick_labels
+from bayes_scaling.posterior import Posterior
 from bayes_scaling.spec import ModelSpec
 
 __all__ = [
@@ -26,42 +26,17 @@ __all__ = [
     "law_draws",
     "predict_loss",
     "predict_point",
-    "recommend_hyperparameters",
 ]
-
-
-class PredictionError(ValueError):
-    """A prediction request that names an arch, eval set or value the posterior cannot serve."""
 
 
 def _points_frame(points: pd.DataFrame | dict[str, object], posterior: Posterior) -> pd.DataFrame:
     """Complete a request: default arch / eval set when unambiguous, experts = granularity = 1."""
     frame = pd.DataFrame(points).reset_index(drop=True)
-    for column in ("n_active", "tokens"):
-        if column not in frame:
-            raise PredictionError(f"prediction points need a {column!r} column")
     frame["experts"] = frame.get("experts", 1.0)
     frame["granularity"] = frame.get("granularity", 1.0)
-    # The laws take logs: a zero, negative, infinite or NaN input would come back as NaN.
-    for column, low, what in (("n_active", 0.0, "> 0"), ("tokens", 0.0, "> 0"),
-                              ("experts", 1.0, ">= 1"), ("granularity", 0.0, "> 0")):  # fmt: skip
-        values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(values) | (values < low) | ((values == low) & (low == 0.0))
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise PredictionError(
-                f"{column} = {values[row]:g} (point {row + 1}); expected a finite number {what}"
-            )
-    archs = sorted(posterior.runs["arch"].unique())
-    eval_sets = sorted(posterior.runs["eval_set"].unique())
-    for column, known in (("arch", archs), ("eval_set", eval_sets)):
-        if column not in frame:
-            if len(known) > 1:
-                raise PredictionError(f"the posterior has several {column}s; name one of {known}")
-            frame[column] = known[0]
-        unknown = sorted(set(frame[column]) - set(known))
-        if unknown:
-            raise PredictionError(f"unknown {column} {unknown}; the posterior knows {known}")
+    check_points(frame)
+    pick_labels(frame, "arch", sorted(posterior.runs["arch"].unique()))
+    pick_labels(frame, "eval_set", sorted(posterior.runs["eval_set"].unique()))
     frame["flops"] = 6.0 * frame["n_active"].astype(float) * frame["tokens"].astype(float)
     return frame
 

@@ -241,3 +241,16 @@ def check_status(table: pd.DataFrame, problems: list[RunProblem]) -> None:
                     "status",
                 )
             )
+
+
+def check_nul(table: pd.DataFrame, problems: list[RunProblem]) -> None:
+    """Refuse NUL characters in text cells: netCDF (the posterior file) cannot store them, and
+    no label or note needs one."""
+    for column in table.columns:
+        if table[column].dtype.kind not in "OSU":
+            continue
+        for position, value in enumerate(table[column].tolist()):
+            if isinstance(value, str) and "\x00" in value:
+                problems.append(
+                    RunProblem("contains a NUL character; expected text", position + 1, column)
+                )

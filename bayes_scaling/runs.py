@@ -28,6 +28,7 @@ from bayes_scaling.run_checks import (
     RunTableError,
     as_numbers,
     check_derived,
+    check_nul,
     check_numbers,
     check_relations,
     check_status,
@@ -141,6 +142,7 @@ def validate_runs(
         check_relations(out, problems)
     check_derived(out, derived, problems)
     check_status(out, problems)
+    check_nul(out, problems)
     if problems:
         problems.sort(key=lambda p: (p.row or 0, p.column or ""))
         raise RunTableError(problems, origin)

@@ -84,10 +84,14 @@ class SamplerSettings:
     extend: int = 1
 
     def __post_init__(self) -> None:
-        for name, low in (("draws", 1), ("tune", 0), ("chains", 1), ("extend", 0)):
+        # extend doubles warm-up and draws each time: 3 extensions are already 8x the work.
+        for name, low, high in (("draws", 1, None), ("tune", 0, None), ("chains", 1, None),
+                                ("extend", 0, 3)):  # fmt: skip
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise SpecError(f"sampler.{name} must be a whole number >= {low}, not {value!r}")
+            wrong = isinstance(value, bool) or not isinstance(value, int) or value < low
+            if wrong or (high is not None and value > high):
+                bound = f">= {low}" if high is None else f"from {low} to {high}"
+                raise SpecError(f"sampler.{name} must be a whole number {bound}, not {value!r}")
         if not _number(self.target_accept) or not 0.5 <= self.target_accept < 1.0:
             raise SpecError(
                 f"sampler.target_accept must be a number in [0.5, 1), not {self.target_accept!r}"

@@ -33,9 +33,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from bayes_scaling.fit import fit
+from bayes_scaling.hyper_predict import recommend_hyperparameters
 from bayes_scaling.notebook import assert_converged, is_small, sampling
 from bayes_scaling.plots import plot_loss_vs_compute, plot_optimum_vs_scale
-from bayes_scaling.predict import predict_loss, recommend_hyperparameters
+from bayes_scaling.predict import predict_loss
 from bayes_scaling.runs import read_runs
 from bayes_scaling.spec import read_spec
 from bayes_scaling.train.sweep import run_sweep

@@ -124,7 +124,8 @@ CASES = [
     Case("unknown trainer status", ("validate", "{tmp}/r.jsonl"), "unknown status 'running'",
          {"r.jsonl": json.dumps({**RUN, "status": "running"}) + "\n"}),
     Case("validate against a law", ("validate", "{tmp}/r.csv", "--model", "hyper/steplaw"),
-         "r.csv: 4 problem(s)", {"r.csv": GOOD_CSV}),
+         "column 'lr': the hyperparameter model needs this column on every run",
+         {"r.csv": GOOD_CSV}),
     Case("rows keep their numbers past diverged runs", ("validate", "{tmp}/r.jsonl", "--model",
          "hyper/steplaw"), "row 3, column 'lr'", {"r.jsonl": "".join(
              json.dumps({**RUN, "run_id": f"r{i}", "lr": lr, "batch_tokens": 512.0,
@@ -167,13 +168,17 @@ CASES = [
          "neither a file nor a shipped hypothesis"),
     # Sampler options.
     Case("zero chains", ("fit", "--model", "chinchilla", *FIT[1:], "--chains", "0"),
-         "sampler.chains must be a whole number >= 1"),
+         "--chains must be a whole number >= 1, not 0"),
+    Case("negative seed", ("fit", "--model", "chinchilla", *FIT[1:], "--seed", "-1"),
+         "--seed -1: expected a non-negative integer"),
+    Case("extend without limit", ("fit", "--model", "chinchilla", *FIT[1:], "--extend", "9"),
+         "--extend must be a whole number from 0 to 3, not 9"),
     Case("zero draws", ("fit", "--model", "chinchilla", *FIT[1:], "--draws", "0"),
-         "sampler.draws must be a whole number >= 1"),
+         "--draws must be a whole number >= 1, not 0"),
     Case("unknown sampler", ("fit", "--model", "chinchilla", *FIT[1:], "--sampler", "foo"),
-         "sampler.sampler 'foo' is unknown"),
+         "--sampler 'foo' is unknown"),
     Case("target_accept 1", ("fit", "--model", "chinchilla", *FIT[1:], "--target-accept", "1"),
-         "sampler.target_accept must be a number in [0.5, 1)"),
+         "--target-accept must be a number in [0.5, 1)"),
     Case("unwritable --out", ("fit", "--model", "chinchilla", "--dataset", "chinchilla",
          "--out", "/proc/bayes_scaling/x.nc"), "--out /proc/bayes_scaling/x.nc cannot be written"),
     Case("folder as --out", ("fit", "--model", "chinchilla", "--dataset", "chinchilla", "--out",
@@ -185,6 +190,16 @@ CASES = [
          "--experts", "0"), "experts = 0 (point 1); expected a finite number >= 1"),
     Case("negative experts", ("predict", "{post}", "--n-active", "1e9", "--tokens", "1e10",
          "--experts", "-3"), "experts = -3 (point 1)"),
+    Case("unwritable --plot", ("predict", "{post}", "--n-active", "1e9", "--tokens", "1e10",
+         "--arch", "dense", "--plot", "/proc/bayes_scaling/p.png"), "--plot /proc/bayes_scaling"),
+    Case("unwritable export", ("datasets", "export", "porian", "--out", "/proc/x/p.csv"),
+         "--out /proc/x/p.csv cannot be written"),
+    Case("infinite n_active, hyper", ("predict", "{hyper}", "--n-active", "inf", "--tokens",
+         "1e10"), "n_active = inf (point 1)"),
+    Case("n_total below n_active", ("predict", "{hyper}", "--n-active", "1e9", "--tokens",
+         "1e10", "--n-total", "1e8"), "n_total = 1e+08 < n_active = 1e+09"),
+    Case("truncated --hyper", ("decide", "{post}", "--flops", "1e21", "--hyper", "{tmp}/p.nc"),
+         "not a readable netCDF", {"p.nc": _damaged("truncated")}),
     Case("predict --prob 1.5", ("predict", "{post}", "--n-active", "1e9", "--tokens", "1e10",
          "--prob", "1.5"), "--prob 1.5: expected a probability strictly between 0 and 1"),
     Case("decide --prob 1.5", ("decide", "{post}", "--flops", "1e21", "--prob", "1.5"),
@@ -197,6 +212,10 @@ CASES = [
     Case("cut-off last row of a sweep table", ("sweep", str(ROOT / "models/sweeps/tiny.toml"),
          "--out", "{tmp}/runs.jsonl"), "runs.jsonl, line 2",
          {"runs.jsonl": SWEEP_ROW + "\n" + SWEEP_ROW[:20]}),
+    Case("sweep base not a table", ("sweep", "{tmp}/s.toml", "--out", "{tmp}/runs.jsonl"),
+         "base must be a table", {"s.toml": "base = 3\n"}),
+    Case("missing corpus source", ("train", "{tmp}/run.toml", "--out", "{tmp}/runs.jsonl"),
+         "nowhere.txt", {"run.toml": TRAIN_TOML.replace(str(SAMPLE), "/nowhere.txt")}),
     Case("crafted checkpoint", ("train", "{tmp}/run.toml", "--out", "{tmp}/runs.jsonl",
          "--workdir", "{tmp}/run"), "not a loadable checkpoint",
          {"run.toml": TRAIN_TOML, "run/checkpoint.pt": b"\x80\x04\x95garbage"}),
@@ -299,3 +318,27 @@ def test_posterior_round_trip_keeps_the_checksum_valid(posteriors: dict[str, Pat
     # The damaged-file cases above are only meaningful if an intact file loads.
     for path in posteriors.values():
         assert Posterior.load(path).idata["posterior"].sizes["draw"] == 60
+
+
+def test_decide_with_hyper_reports_the_lr_and_batch_predict_reports(
+    posteriors: dict[str, Path],
+) -> None:
+    # The good path beside the refusals: decide --hyper and predict on the hyper posterior give
+    # the same (lowest expected penalty) lr and batch for the chosen configuration.
+    runner = CliRunner()
+    decided = runner.invoke(
+        app, ["decide", str(posteriors["post"]), "--flops", "1e21", "--hyper",
+              str(posteriors["hyper"]), "--arch", "dense", "--prob", "0.8", "--json"],
+    )  # fmt: skip
+    assert decided.exit_code == 0, decided.output
+    choice = json.loads(decided.output)
+    predicted = runner.invoke(
+        app, ["predict", str(posteriors["hyper"]), "--n-active", str(choice["n_active"]),
+              "--tokens", str(choice["tokens"]), "--prob", "0.8", "--json"],
+    )  # fmt: skip
+    assert predicted.exit_code == 0, predicted.output
+    answer = json.loads(predicted.output)
+    assert choice["lr"]["value"] == pytest.approx(answer["lr"], rel=1e-6)
+    assert choice["batch_tokens"]["value"] == pytest.approx(answer["batch_tokens"], rel=1e-6)
+    assert choice["lr"]["interval"] == pytest.approx(answer["lr_interval"], rel=1e-6)
+    assert choice["lr"]["prob"] == 0.8

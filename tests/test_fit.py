@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bayes_scaling.fit import Posterior, check_convergence, fit
@@ -94,6 +95,7 @@ def test_a_failed_check_extends_warm_up_and_draws_and_says_so(tiny_posterior: Po
     assert not first["converged"] and (first["tune"], first["draws"]) == (60, 60)
     assert (second["tune"], second["draws"]) == (1000, 120)  # warm-up at least doubled to 1000
     assert posterior.idata["posterior"].sizes["draw"] == 120  # the saved fit is the last one
+    assert posterior.sampler["draws"] == 120 and posterior.sampler["requested"]["draws"] == 60
     assert any("sampling again" in line for line in lines)
 
 
@@ -107,3 +109,30 @@ def test_diverged_trainer_runs_are_never_observations(tiny_posterior: Posterior)
     assert posterior.sampler["left_out_diverged"] == runs["run_id"].iloc[[0, 3]].tolist()
     assert posterior.idata["observed_data"]["log_loss"].sizes["run"] == len(runs) - 2
     assert lines == ["left out 2 diverged trainer run(s) (status = 'diverged')"]
+
+
+def test_awkward_run_table_columns_round_trip_exactly(
+    tiny_posterior: Posterior, tmp_path: Path
+) -> None:
+    runs = tiny_posterior.runs.copy()
+    size = len(runs)
+    runs["status"] = ["finished"] * (size - 1) + [None]  # text with a gap (pandas 3 "str")
+    runs["note/with slash"] = "x"
+    runs["steps32"] = np.arange(size, dtype="int32")
+    runs["ratio32"] = np.linspace(0, 1, size).astype("float32")
+    posterior = Posterior(tiny_posterior.spec, runs, tiny_posterior.idata, tiny_posterior.sampler)
+    back = Posterior.load(posterior.save(tmp_path / "post.nc"))
+    assert back.runs["status"].tolist()[:-1] == ["finished"] * (size - 1)
+    assert pd.isna(back.runs["status"].iloc[-1])
+    assert back.runs["note/with slash"].tolist() == ["x"] * size
+    assert back.runs["steps32"].dtype == np.int32 and back.runs["ratio32"].dtype == np.float32
+    np.testing.assert_array_equal(back.runs["ratio32"], runs["ratio32"])
+
+
+def test_text_with_a_nul_character_is_refused_before_fitting(tiny_posterior: Posterior) -> None:
+    from bayes_scaling.runs import RunTableError, validate_runs
+
+    runs = tiny_posterior.runs.assign(note="ok")
+    runs.loc[2, "note"] = "bad\x00text"
+    with pytest.raises(RunTableError, match=r"row 3, column 'note': contains a NUL"):
+        validate_runs(runs)

@@ -4,6 +4,7 @@ recommendations chosen by the lowest expected penalty."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from bayes_scaling.hyper_predict import (
     recommend,
     recommend_hyperparameters,
 )
-from bayes_scaling.predict import PredictionError
+from bayes_scaling.points import PredictionError
 from bayes_scaling.runs import RunTableError
 from bayes_scaling.spec import HyperSpec, SpecError, read_spec
 from tests.simulate import HYPER_TRUTH, simulate_grid
@@ -316,9 +317,6 @@ def test_model_has_dims_and_one_arch_is_pooled() -> None:
 def test_recommendation_refuses_a_loss_posterior_and_unknown_arch(
     grid_posterior: Posterior,
 ) -> None:
-    from bayes_scaling import predict
-
-    assert predict.recommend_hyperparameters is recommend_hyperparameters  # the old import path
     with pytest.raises(PredictionError, match="unknown arch"):
         recommend_hyperparameters(
             grid_posterior, {"n_active": [1e9], "tokens": [1e10], "arch": ["moe"]}
@@ -351,3 +349,20 @@ def test_plots_show_bands_cells_and_the_bowl(grid_posterior: Posterior) -> None:
     assert np.isclose(crosses.get_offsets()[:, 0], off_bowl["lr"]).any()
     with pytest.raises(ValueError, match="out of range"):
         plot_bowl(grid_posterior, cell=99)
+
+
+@pytest.mark.parametrize(
+    ("point", "fragment"),
+    [
+        ({"n_active": [np.inf]}, "n_active = inf (point 1)"),
+        ({"n_total": [0.0]}, "n_total = 0 (point 1)"),
+        ({"n_total": [1e8]}, "n_total = 1e+08 < n_active = 1e+09"),
+        ({"tokens": [np.nan]}, "tokens = nan (point 1)"),
+    ],
+)
+def test_impossible_planned_cells_are_refused_like_loss_points(
+    grid_posterior: Posterior, point: dict, fragment: str
+) -> None:
+    request = {"n_active": [1e9], "tokens": [1e10], **point}
+    with pytest.raises(PredictionError, match=re.escape(fragment)):
+        recommend_hyperparameters(grid_posterior, request)

@@ -63,3 +63,33 @@ def check_prob(prob: float, option: str = "--prob") -> float:
 def named(error: RunTableError, origin: object) -> RunTableError:
     """The same problems, attributed to the user's file or data set."""
     return RunTableError(error.problems, str(origin))
+
+
+def check_output(path: Path | None, option: str) -> Path | None:
+    """An output path that can be written, checked before the work that fills it, or exit 1."""
+    from bayes_scaling._io import OutputPathError, check_writable
+
+    if path is None:
+        return None
+    try:
+        return check_writable(path, option)
+    except OutputPathError as error:
+        raise fail(str(error)) from error
+
+
+def check_seed(seed: int) -> int:
+    """A seed numpy accepts (a non-negative integer), or exit 1."""
+    if seed < 0:
+        raise fail(f"--seed {seed}: expected a non-negative integer")
+    return seed
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Save a figure atomically (format from the extension) and say where."""
+    from bayes_scaling._io import writing
+
+    with writing(path) as temporary:
+        figure.savefig(
+            temporary, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or "png"
+        )
+    typer.echo(f"wrote {path}")

@@ -11,6 +11,7 @@ import typer
 from bayes_scaling.cli._common import (
     PathOption,
     app,
+    check_output,
     datasets_app,
     fail,
     load_runs_dataset,
@@ -67,10 +68,11 @@ def datasets_export(
     path: PathOption = None,
 ) -> None:
     """Write a data set's run table to a file."""
+    check_output(out, "--out")
     runs = load_runs_dataset(name, path)
     try:
         written = write_runs(runs, out)
-    except RunTableError as error:
+    except (RunTableError, OSError) as error:
         raise fail(str(error)) from error
     typer.echo(f"wrote {len(runs)} runs to {written}")
 
@@ -97,6 +99,8 @@ def validate(
         spec = read_spec(model) if model is not None else None
         runs = read_runs(file)
         measured, diverged = split_diverged(runs)
+        if measured.empty:
+            raise fail(f"{file}: every run has status 'diverged'; nothing to fit")
         if spec is not None:
             try:
                 build_model(measured, spec)

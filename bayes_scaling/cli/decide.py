@@ -7,7 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from bayes_scaling.cli._common import app, check_prob, fail, load_posterior
+from bayes_scaling.cli._common import (
+    app,
+    check_output,
+    check_prob,
+    check_seed,
+    fail,
+    load_posterior,
+    save_figure,
+)
 
 
 @app.command("decide")
@@ -53,6 +61,8 @@ def decide_command(
     from bayes_scaling.frontier import frontier
 
     check_prob(prob)
+    check_seed(seed)
+    check_output(plot, "--plot")
     posterior = load_posterior(posterior_file)
     hyper_posterior = load_posterior(hyper, "--hyper") if hyper is not None else None
     try:
@@ -68,6 +78,7 @@ def decide_command(
             hyper=hyper_posterior,
             eval_set=eval_set,
             random_seed=seed,
+            hyper_prob=prob,
         )
         optimum = frontier(
             posterior, [flops], choice.arch, experts=choice.experts, eval_set=eval_set
@@ -85,8 +96,7 @@ def decide_command(
         figure = plot_frontier(
             posterior, budgets=(flops / 1e3, flops * 1e2), mark=flops, eval_set=eval_set
         )
-        figure.savefig(plot, dpi=120, bbox_inches="tight")
-        typer.echo(f"wrote {plot}")
+        save_figure(figure, plot)
 
 
 def _print(result: dict[str, Any]) -> None:
@@ -115,8 +125,11 @@ def _print(result: dict[str, Any]) -> None:
     if result["lr"]:
         lr, batch = result["lr"], result["batch_tokens"]
         typer.echo(
-            f"  lr {lr['median']:.3g} [{lr['low_90']:.3g}, {lr['high_90']:.3g}], batch "
-            f"{batch['median']:.4g} tokens [{batch['low_90']:.4g}, {batch['high_90']:.4g}]"
+            f"  lr {lr['value']:.3g}, batch {batch['value']:.4g} tokens (lowest expected loss "
+            f"penalty, {100 * lr['expected_loss_penalty']:.3f}%, from the {lr['law_arch']} "
+            f"lr/batch law); optimum lr {lr['median']:.3g} [{lr['interval'][0]:.3g}, "
+            f"{lr['interval'][1]:.3g}], batch {batch['median']:.4g} "
+            f"[{batch['interval'][0]:.4g}, {batch['interval'][1]:.4g}] ({label})"
         )
     for row in result["runners_up"][:5]:
         typer.echo(

@@ -10,13 +10,30 @@ import typer
 from bayes_scaling.cli._common import (
     PathOption,
     app,
+    check_output,
     check_prob,
+    check_seed,
     fail,
     load_posterior,
     load_runs_dataset,
     named,
+    save_figure,
 )
 from bayes_scaling.runs import RunTableError, read_runs
+
+
+def _check_settings(spec: Any, settings: dict[str, Any]) -> None:
+    """The hypothesis' sampler settings with the options applied, or exit 1 naming the option."""
+    from bayes_scaling.spec import SpecError
+
+    try:
+        spec.sampler.with_overrides(**settings)
+    except SpecError as error:
+        message = str(error)
+        for key, value in settings.items():
+            if value is not None and f"sampler.{key} " in message:
+                message = message.replace(f"sampler.{key}", f"--{key.replace('_', '-')}")
+        raise fail(message) from error
 
 
 @app.command("fit")
@@ -59,9 +76,10 @@ def fit_command(
         raise fail("give exactly one of --runs FILE or --dataset NAME")
     settings: dict[str, Any] = {"draws": draws, "tune": tune, "chains": chains, "sampler": sampler,
                 "target_accept": target_accept, "extend": extend}  # fmt: skip
+    check_seed(seed)
     try:
         spec = read_spec(model)
-        spec.sampler.with_overrides(**settings)  # refuse bad settings before anything else
+        _check_settings(spec, settings)  # refuse bad settings before anything else
         check_writable(out, "--out")  # before sampling, not after
         table = read_runs(runs) if runs is not None else load_runs_dataset(str(dataset), path)
         origin = runs if runs is not None else f"data set {dataset}"
@@ -126,6 +144,7 @@ def predict_command(
     from bayes_scaling.spec import HyperSpec
 
     check_prob(prob)
+    check_output(plot, "--plot")
     posterior = load_posterior(posterior_file)
     if isinstance(posterior.spec, HyperSpec):
         _predict_hyper(posterior, n_active, tokens, n_total, arch, prob, as_json)
@@ -156,8 +175,7 @@ def predict_command(
 
         figure = plot_loss_vs_compute(posterior)
         figure.axes[0].axvline(result["flops"], color="k", linestyle=":", linewidth=1)
-        figure.savefig(plot, dpi=120, bbox_inches="tight")
-        typer.echo(f"wrote {plot}")
+        save_figure(figure, plot)
 
 
 def _predict_hyper(

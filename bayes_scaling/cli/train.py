@@ -51,7 +51,7 @@ def sweep_command(
             log=typer.echo,
             repair=repair,
         )
-    except (ValueError, FileNotFoundError) as error:  # SweepError, CheckpointError, CorpusError
+    except (ValueError, OSError) as error:  # SweepError, CheckpointError, CorpusError; files
         raise fail(str(error)) from error
     typer.echo(f"{len(rows)} new run(s) appended to {out}")
 
@@ -87,7 +87,7 @@ def train_command(
     folder = workdir or out.with_name(out.name + ".runs") / run_id_of(config)
     try:
         row = train(config, folder)
-    except ValueError as error:  # CheckpointError, CorpusError: named file, what to do
+    except (ValueError, OSError) as error:  # CheckpointError, CorpusError; a missing source
         raise fail(str(error)) from error
     if int(os.environ.get("RANK", "0")) == 0:
         append_row(out, row)

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bayes_scaling._io import OutputPathError, atomic_write, check_writable
+from bayes_scaling.run_checks import STATUSES
 from bayes_scaling.train.loop import TrainConfig, run_id_of, train
 
 __all__ = [
@@ -64,7 +65,6 @@ __all__ = [
 ]
 
 # The values of a row's ``status``; fits leave out the diverged ones.
-STATUSES = ("finished", "diverged")
 
 
 class SweepError(ValueError):
@@ -84,8 +84,12 @@ def expand_sweep(path: str | os.PathLike[str]) -> tuple[str, list[TrainConfig]]:
         raise SweepError(
             f"{path}: unknown key(s) {unknown}; expected name, description, base, grid"
         )
-    base = dict(spec.get("base", {}))
+    base = spec.get("base", {})
     blocks = spec.get("grid", [{}])
+    if not isinstance(base, dict):
+        raise SweepError(f"{path}: base must be a table ([base]), not {base!r}")
+    if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+        raise SweepError(f"{path}: grid must be a list of tables ([[grid]] blocks), not {blocks!r}")
     configs: dict[str, TrainConfig] = {}
     for number, block in enumerate(blocks, start=1):
         keys = sorted(block)
