@@ -12,7 +12,7 @@ frontier and the MoE-vs-dense questions live in :mod:`~bayes_scaling.frontier` a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,14 @@ from bayes_scaling.frontier import (
     loss_spec,
 )
 from bayes_scaling.moe import ExpertShare, expert_share
+from bayes_scaling.objectives import (
+    OBJECTIVES,
+    Objective,
+    expected_loss,
+    loss_quantile,
+    make_objective,
+    p_target,
+)
 from bayes_scaling.posterior import Posterior
 from bayes_scaling.spec import HyperSpec
 
@@ -43,68 +51,6 @@ __all__ = [
     "p_target",
     "recommend",
 ]
-
-OBJECTIVES = ("mean", "q90", "p-target")  # the names make_objective knows
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A score over loss draws: ``score(loss)`` maps (sample, candidate) to one value per
-    candidate; the best candidate has the lowest score, or the highest when ``maximize``.
-
-    ``new_run``: score the loss a new training run would measure (expected loss plus the fitted
-    noise) rather than the law's expected loss. ``description`` says what the score is.
-    """
-
-    name: str
-    score: Callable[[np.ndarray], np.ndarray]
-    description: str
-    maximize: bool = False
-    new_run: bool = False
-    target: float | None = None
-
-
-def expected_loss() -> Objective:
-    """Lowest posterior mean of the expected loss."""
-    return Objective("mean", lambda loss: loss.mean(axis=0), "mean expected loss")
-
-
-def loss_quantile(quantile: float = 0.9) -> Objective:
-    """Lowest ``quantile`` of the expected loss over draws (risk averse)."""
-    if not 0.0 < quantile < 1.0:
-        raise DecisionError(f"quantile {quantile} must lie strictly in (0, 1)")
-    return Objective(
-        f"q{100 * quantile:g}",
-        lambda loss: np.quantile(loss, quantile, axis=0),
-        f"{100 * quantile:g}th percentile of the expected loss",
-    )
-
-
-def p_target(target: float) -> Objective:
-    """Highest probability that a new run's loss is at most ``target`` (run noise included)."""
-    if not target > 0:
-        raise DecisionError(f"target loss must be a positive number, not {target}")
-    return Objective(
-        "p-target",
-        lambda loss: (loss <= target).mean(axis=0),
-        f"P(a new run's loss <= {target:g})",
-        maximize=True,
-        new_run=True,
-        target=target,
-    )
-
-
-def make_objective(name: str, target: float | None = None, quantile: float = 0.9) -> Objective:
-    """The objective called ``name`` (one of :data:`OBJECTIVES`)."""
-    if name == "mean":
-        return expected_loss()
-    if name == "q90":
-        return loss_quantile(quantile)
-    if name == "p-target":
-        if target is None:
-            raise DecisionError("objective 'p-target' needs a target loss (--target)")
-        return p_target(target)
-    raise DecisionError(f"unknown objective {name!r}; expected one of {list(OBJECTIVES)}")
 
 
 @dataclass
@@ -261,6 +207,7 @@ def recommend(
     random_seed: int | np.random.Generator | None = 0,
     new_runs: int = 4000,
     hyper_prob: float = 0.9,
+    sizes: tuple[float, float] | None = None,
 ) -> Recommendation:
     """Pick the configuration to train with ``budget`` FLOPs.
 
@@ -286,13 +233,23 @@ def recommend(
         The eval set the loss is measured on; may be left out when the posterior has one.
     random_seed, new_runs
         Seed and (at least) number of new-run noise draws.
+    hyper_prob
+        Interval probability of the learning rate and batch size from ``hyper``.
+    sizes
+        The range of active parameters searched (default: from 1e6, or a hundredth of the
+        smallest model in the data, to e^3 sqrt(budget)); a best size on either end is refused.
     """
     budget = float(check_budgets(budget)[0])
     loss_spec(posterior)
     if not isinstance(objective, Objective):
         objective = make_objective(objective, target, quantile)
     constraints = Constraints(max_params, max_tokens, inference_tokens)
-    n_grid = np.exp(np.linspace(np.log(1e6), np.log(budget) / 2 + 3.0, grid))
+    # From well below the smallest model in the data (the package's own CPU runs have 7e3
+    # parameters) to e^3 sqrt(C); a choice on the lower edge is refused below, never clamped.
+    known = posterior.runs.get("n_active", pd.Series(dtype=float)).dropna()
+    smallest = float(known.min()) if len(known) else 1e6
+    low, high = sizes or (min(1e6, smallest / 100), np.exp(3.0) * np.sqrt(budget))
+    n_grid = np.geomspace(low, high, grid)
     names = archs if archs is not None else sorted(posterior.runs["arch"].astype(str).unique())
     options, laws = [], []
     for arch in names:
@@ -314,7 +271,7 @@ def recommend(
     noise = None
     if objective.new_run or laws[0].sigma is not None:  # the noise is shared by every arch
         noise = laws[0].new_run_noise(new_runs, random_seed)  # refuses without sigma
-    result = _choose(options, objective, noise, budget)
+    result = _choose(options, objective, noise, budget, (float(n_grid[0]), float(n_grid[-1])))
     if hyper is not None:
         _attach_hyperparameters(result, hyper, posterior, hyper_prob)
     return result
@@ -325,8 +282,10 @@ def _choose(
     objective: Objective,
     noise: tuple[np.ndarray, np.ndarray] | None,
     budget: float,
+    grid_ends: tuple[float, float],
 ) -> Recommendation:
-    """Score every option's sizes, keep each option's best, and the best overall."""
+    """Score every option's sizes, keep each option's best, and the best overall; a best size
+    on an end of the candidate grid is refused (the optimum lies outside it)."""
     sign = -1.0 if objective.maximize else 1.0
     rows, best = [], None
     for option in options:
@@ -339,6 +298,11 @@ def _choose(
         # Ties (a probability is flat where every draw meets the target) go to the lowest mean.
         ties = np.flatnonzero(sign * scores == np.min(sign * scores))
         index = int(ties[np.argmin(expected[:, ties].mean(axis=0))])
+        if option.n_active[index] in grid_ends:
+            raise DecisionError(
+                f"{option.arch} (E = {option.experts:g}): the best size lies on the end of the "
+                f"candidate grid (N = {option.n_active[index]:.3g}); the optimum is outside it"
+            )
         row: dict[str, Any] = {
             "arch": option.arch,
             "experts": option.experts,

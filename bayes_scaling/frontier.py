@@ -91,6 +91,12 @@ def loss_spec(posterior: Posterior) -> ModelSpec:
     """The posterior's loss-law spec; a hyperparameter posterior is refused."""
     if not isinstance(posterior.spec, ModelSpec):
         raise DecisionError("budget decisions need a loss-law posterior, not a hyperparameter one")
+    if "log_d" not in LAWS[posterior.spec.law].inputs:
+        with_tokens = sorted(name for name, law in LAWS.items() if "log_d" in law.inputs)
+        raise DecisionError(
+            f"the {posterior.spec.law} law has no tokens term, so it cannot split a budget "
+            f"between parameters and tokens; fit one of {with_tokens}"
+        )
     return posterior.spec
 
 

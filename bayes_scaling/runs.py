@@ -199,7 +199,12 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise RunTableError(
             [RunProblem("binary content (NUL bytes); expected CSV text")], str(path)
         )
-    header = next(csv.reader(io.StringIO(text)), [])
+    try:
+        header = next(csv.reader(io.StringIO(text)), [])
+    except csv.Error as error:  # e.g. a quoted field longer than csv's field limit
+        raise RunTableError(
+            [RunProblem(f"not a readable CSV table ({error})")], str(path)
+        ) from error
     _no_duplicates(header, path)
     try:
         return pd.read_csv(io.StringIO(text), dtype=_LABELS, keep_default_na=True)
@@ -223,7 +228,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
     """Read JSON Lines, naming the line of any malformed record."""
-    records = []
+    records: list[dict[str, Any]] = []
+    numbers: list[int] = []
     problems = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -242,13 +248,19 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
         except ValueError as error:
             problems.append(RunProblem(str(error), row=number))
             continue
+        except RecursionError:
+            problems.append(RunProblem("JSON nested too deeply", row=number))
+            continue
         if not isinstance(record, dict):
             problems.append(RunProblem("expected a JSON object", row=number))
             continue
         records.append(record)
+        numbers.append(number)
     if problems:
         raise RunTableError(problems, str(path))
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    frame.attrs["lines"] = numbers  # blank lines are skipped: rows are renumbered as lines
+    return frame
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
@@ -279,7 +291,18 @@ def read_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"run table {path} does not exist or is not a file")
     readers = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}
-    return validate_runs(readers[kind](path), origin=str(path), source=path.name)
+    raw = readers[kind](path)
+    lines = raw.attrs.get("lines")
+    try:
+        return validate_runs(raw, origin=str(path), source=path.name)
+    except RunTableError as error:
+        if not lines or lines == list(range(1, len(lines) + 1)):
+            raise
+        renumbered = [  # a JSON Lines file is read as lines: name the line, not the record
+            RunProblem(p.message, lines[p.row - 1] if p.row else None, p.column)
+            for p in error.problems
+        ]
+        raise RunTableError(renumbered, str(path)) from error
 
 
 def write_runs(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:

@@ -119,3 +119,22 @@ def test_frontier_and_isoflop_plots_take_an_eval_set() -> None:
     assert [line.get_label() for line in lines] == ["C = 1e+21", "C = 1e+22"]
     assert min(lines[0].get_ydata()) > 2.0  # the pile floor, not c4's
     plt.close(figure)
+
+
+def test_a_law_without_a_tokens_term_is_refused_for_budget_questions() -> None:
+    # Clark et al.'s law has no D: a frontier search would run to its bound and say nothing.
+    clark = published_posterior(
+        "clark", {"moe": {"a": -0.08, "b": -0.02, "c": 0.001, "d": 3.0}}, log_e=0.0
+    )
+    with pytest.raises(DecisionError, match=r"clark law has no tokens term.*'chinchilla'"):
+        frontier(clark, [1e21], "moe")
+
+
+def test_a_best_size_on_the_grid_edge_is_refused_not_clamped() -> None:
+    from bayes_scaling.decide import recommend
+
+    posterior = published_posterior("chinchilla", {"dense": CHINCHILLA}, HOFFMANN["log_e"])
+    assert 1e6 < recommend(posterior, 1e24).n_active < 1e12  # the default grid brackets it
+    # Candidate sizes far below the compute-optimal one: the best is the grid's upper end.
+    with pytest.raises(DecisionError, match="end of the candidate grid"):
+        recommend(posterior, 1e24, sizes=(1e6, 1e7))
