@@ -103,7 +103,14 @@ def build_model(runs: pd.DataFrame, spec: ModelSpec | HyperSpec) -> tuple[pm.Mod
 
         assign_cells(runs)  # refuse missing lr / batch and lonely cells before flagging
         runs = runs.assign(off_bowl=flag_off_bowl(runs, spec.off_bowl_above).to_numpy())
-        return create_hyper_model(runs[~runs["off_bowl"]], spec), runs
+        kept = runs[~runs["off_bowl"]]
+        try:
+            assign_cells(kept)
+        except RunTableError as error:  # a cell left with one run once blown-up runs are out
+            note = "; the cell's other runs blew up (off the bowl) and are left out"
+            problems = [RunProblem(p.message + note, p.row, p.column) for p in error.problems]
+            raise RunTableError(problems, error.origin) from error
+        return create_hyper_model(kept, spec), runs
     return create_loss_model(runs, spec), runs
 
 

@@ -42,7 +42,7 @@ import pandas as pd
 import pymc as pm
 import pytensor.tensor as pt
 
-from bayes_scaling.laws import _backend
+from bayes_scaling.laws import backend
 from bayes_scaling.priors import (
     HYPER_SCALARS,
     LOG_D_REF,
@@ -84,7 +84,7 @@ def bowl(du: Any, dv: Any, h_lr: Any, h_batch: Any, rho: Any, skew_lr: Any, skew
         h_v = h_batch exp(skew_batch tanh(dv / 0.05) / 2)
         bowl = (h_u du^2 + 2 rho sqrt(h_u h_v) du dv + h_v dv^2) / 2
     """
-    xp = _backend(du, dv, h_lr, h_batch, rho, skew_lr, skew_batch)
+    xp = backend(du, dv, h_lr, h_batch, rho, skew_lr, skew_batch)
     h_u = h_lr * xp.exp(0.5 * skew_lr * xp.tanh(du / SKEW_WIDTH))
     h_v = h_batch * xp.exp(0.5 * skew_batch * xp.tanh(dv / SKEW_WIDTH))
     return 0.5 * (h_u * du**2 + 2.0 * rho * xp.sqrt(h_u * h_v) * du * dv + h_v * dv**2)

@@ -31,6 +31,7 @@ from bayes_scaling.priors import (
 __all__ = [
     "LAWS",
     "Law",
+    "backend",
     "chinchilla_optimal",
     "clark_log_loss",
     "default_priors",
@@ -41,14 +42,14 @@ __all__ = [
 ]
 
 
-def _backend(*values: Any) -> Any:
+def backend(*values: Any) -> Any:
     """PyTensor's tensor module when any input is symbolic, else numpy."""
     return pt if any(isinstance(v, Variable) for v in values) else np
 
 
 def _logsumexp(*terms: Any) -> Any:
     """log(sum(exp(terms))) of equally shaped terms, stable for large magnitudes."""
-    xp = _backend(*terms)
+    xp = backend(*terms)
     top = terms[0]
     for term in terms[1:]:
         top = xp.maximum(top, term)
@@ -116,7 +117,7 @@ def joint_log_loss(
     saturating expert count; exponents alpha and beta are negative in the paper's convention.
     The defaults of ``e_start`` and ``e_max`` are the paper's fitted values.
     """
-    xp = _backend(log_n, log_experts, alpha)
+    xp = backend(log_n, log_experts, alpha)
     log_eh = xp.log(saturating_experts(xp.exp(log_experts), e_start, e_max))
     return _logsumexp(
         log_a + delta * log_eh + (alpha + gamma * log_eh) * log_n,
@@ -131,7 +132,7 @@ def clark_log_loss(log_n, log_experts, a, b, c, d, e_start=1.85, e_max=314.0):
     N is in raw counts (natural logs throughout). The defaults of ``e_start`` and ``e_max`` are
     those the paper reports for S-Base routing; its benefit shrinks with N when c > 0.
     """
-    xp = _backend(log_n, log_experts, a)
+    xp = backend(log_n, log_experts, a)
     log_eh = xp.log(saturating_experts(xp.exp(log_experts), e_start, e_max))
     return a * log_n + b * log_eh + c * log_n * log_eh + d
 

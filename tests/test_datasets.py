@@ -133,6 +133,6 @@ def test_trainer_cpu_is_exactly_its_sweep_file() -> None:
 
     sweep = Path(__file__).resolve().parents[1] / "models" / "sweeps" / "cpu.toml"
     _, configs = expand_sweep(sweep)
-    runs = load_dataset("trainer-cpu", include_diverged=True)
+    runs = load_dataset("trainer-cpu")
     assert sorted(runs["run_id"]) == sorted(run_id_of(c) for c in configs)
     assert set(runs["arch"]) == {"dense", "moe"} and runs["n_active"].nunique() >= 8

@@ -113,3 +113,24 @@ def test_a_law_owns_its_closed_form_optimum_and_it_matches_the_search() -> None:
     np.testing.assert_allclose(closed, searched, atol=1e-5)
     # More experts rescale A down, so the optimum moves to fewer active parameters.
     assert (law.optimal_log_n(params, log_c6, experts=64.0) < closed).all()
+
+
+@pytest.mark.parametrize(
+    ("law", "sampled", "raw", "expected"),
+    [
+        # A / N^alpha: ln A = ref + alpha ln N_REF.
+        ("chinchilla", {"log_a_ref": -1.0, "alpha": 0.3, "log_b_ref": 0.0, "beta": 0.2},
+         "log_a", -1.0 + 0.3 * math.log(1e9)),
+        # a N^alpha with alpha < 0 (sampled negative by the builder): ln a = ref - alpha ln N_REF.
+        ("joint", {"log_a_ref": -2.0, "alpha": -0.19, "log_b_ref": 0.0, "beta": -0.18},
+         "log_a", -2.0 + 0.19 * math.log(1e9)),
+        ("joint", {"log_a_ref": -2.0, "alpha": -0.19, "log_b_ref": 0.5, "beta": -0.18},
+         "log_b", 0.5 + 0.18 * math.log(1e10)),
+        # Clark: ln L = a ln N + ... + d with a < 0: d = d_ref - a ln N_REF.
+        ("clark", {"a": -0.08, "d_ref": 1.0}, "d", 1.0 + 0.08 * math.log(1e9)),
+    ],
+)  # fmt: skip
+def test_reference_scale_coefficients_map_to_raw_ones_with_the_law_sign(
+    law: str, sampled: dict[str, float], raw: str, expected: float
+) -> None:
+    assert LAWS[law].raw_from_ref(sampled)[raw] == pytest.approx(expected, rel=1e-12)

@@ -295,20 +295,19 @@ def load_pythia() -> pd.DataFrame:
     return validate_runs(table, origin=str(file))
 
 
-def load_trainer_cpu(include_diverged: bool = False) -> pd.DataFrame:
+def load_trainer_cpu() -> pd.DataFrame:
     """This package's own CPU sweep (``models/sweeps/cpu.toml``): dense and MoE (8 experts,
     top-1, equal active parameters) at 4 sizes x 3 token budgets, and lr x batch grids at two
     sizes, byte-level tokens of the Python 3.12 standard library, sequence length 64.
 
     ``n_active`` / ``n_total`` exclude the embedding (vocabulary 256, tied); ``flops`` is the
     trainer's own count, 6 (N_active + V d) + 6 L T d per token; ``loss`` is the held-out loss
-    (nats per byte) at the end of training. Runs that diverged (``status``) are left out unless
-    ``include_diverged``. Produced by::
+    (nats per byte) at the end of training. Every row is kept with its trainer ``status``: a fit
+    leaves diverged runs out and says how many (:func:`bayes_scaling.runs.split_diverged`), as
+    it does for any run table. Produced by::
 
         bayes-scaling sweep models/sweeps/cpu.toml --out out/trainer-cpu.jsonl
     """
     file = bundled("trainer_cpu_runs.jsonl.gz")
     table = pd.read_json(file, lines=True, dtype={"run_id": str})
-    if not include_diverged:
-        table = table[table["status"] == "finished"].reset_index(drop=True)
     return validate_runs(table, origin=str(file))
