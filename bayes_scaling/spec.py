@@ -174,7 +174,7 @@ class ModelSpec:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
 
     def __post_init__(self) -> None:
-        if isinstance(self.sampler, dict):
+        if not isinstance(self.sampler, SamplerSettings):  # a [sampler] table, or refused
             object.__setattr__(self, "sampler", SamplerSettings.from_dict(self.sampler))
         if self.kind != "loss":
             raise SpecError(f"unknown kind {self.kind!r}; expected one of {list(_KINDS)}")
@@ -270,7 +270,7 @@ class HyperSpec:
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
 
     def __post_init__(self) -> None:
-        if isinstance(self.sampler, dict):
+        if not isinstance(self.sampler, SamplerSettings):  # a [sampler] table, or refused
             object.__setattr__(self, "sampler", SamplerSettings.from_dict(self.sampler))
         if self.kind != "hyper":
             raise SpecError(f"unknown kind {self.kind!r}; expected 'hyper'")

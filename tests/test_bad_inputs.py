@@ -297,6 +297,11 @@ _VALUES = st.one_of(
     st.text(max_size=8), st.sampled_from(["experts", "chinchilla", "pooled", "hierarchical",
                                           "steplaw", "loss", "hyper", "alpha"]),
     st.lists(st.sampled_from(["alpha", "beta", "log_n", "x"]), max_size=3),
+    st.dictionaries(st.sampled_from(["draws", "tune", "chains", "target_accept", "sampler",
+                                     "adaptation", "extend", "bogus"]),
+                    st.one_of(st.integers(-2, 5000), st.floats(allow_nan=True), st.booleans(),
+                              st.sampled_from(["nutpie", "pymc", "low_rank", "diag", "x"])),
+                    max_size=4),
     st.dictionaries(st.sampled_from(["alpha", "gamma", "nu", "sigma", "lr_0", "zz"]),
                     st.dictionaries(st.sampled_from(["mu", "sigma", "spread", "median", "alpha",
                                                      "beta", "q"]),
@@ -317,7 +322,9 @@ def test_fuzzed_hypothesis_files_are_valid_or_a_spec_error(data: dict[str, objec
     except SpecError as error:
         assert "fuzz.toml" in str(error)
         return
-    # A spec that was accepted must have usable priors (finite, in their support).
+    # A spec that was accepted has usable sampler settings and priors (finite, in support).
+    assert spec.sampler.draws >= 1 and 0.5 <= spec.sampler.target_accept < 1.0
+    assert 0 <= spec.sampler.extend <= 3
     for prior in spec.resolved_priors().values():
         for value in vars(prior).values():
             assert math.isfinite(value)
