@@ -27,6 +27,7 @@ from bayes_scaling.frontier import (
     check_budgets,
     loss_spec,
 )
+from bayes_scaling.intervals import central_interval
 from bayes_scaling.moe import ExpertShare, expert_share
 from bayes_scaling.objectives import (
     OBJECTIVES,
@@ -83,8 +84,7 @@ class Recommendation:
         draws = self.new_run_draws if new_run else self.loss_draws
         if draws is None:
             raise DecisionError("no new-run draws: the posterior has no fitted noise")
-        tail = (1.0 - prob) / 2.0
-        low, high = np.quantile(draws, [tail, 1.0 - tail])
+        low, high = central_interval(draws, prob, axis=None)
         return float(low), float(high)
 
     def to_dict(self, prob: float = 0.9) -> dict[str, Any]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bayes_scaling.intervals import add_intervals, central_interval, label
 from bayes_scaling.laws import LAWS
 from bayes_scaling.posterior import Posterior
 from bayes_scaling.spec import ModelSpec
@@ -119,22 +120,6 @@ def arch_expert_counts(posterior: Posterior, arch: str) -> list[float]:
         return [1.0]
     common = float(runs["experts"].mode().iloc[0])
     return [*sorted({float(e) for e in runs["experts"]} - {common}), common]
-
-
-def add_intervals(
-    out: pd.DataFrame,
-    name: str,
-    values: np.ndarray,
-    probs: Sequence[float],
-    method: Literal["linear", "inverted_cdf"] = "linear",
-) -> None:
-    """Columns ``<name>_median`` and ``<name>_low_/high_<p>`` over draws (axis 0), quantiles
-    by numpy's ``method``; a budget with a NaN draw gets NaN (no draw is dropped silently)."""
-    out[f"{name}_median"] = np.quantile(values, 0.5, axis=0, method=method)
-    for prob in probs:
-        tail, label = (1.0 - prob) / 2.0, f"{100 * prob:g}"
-        out[f"{name}_low_{label}"] = np.quantile(values, tail, axis=0, method=method)
-        out[f"{name}_high_{label}"] = np.quantile(values, 1.0 - tail, axis=0, method=method)
 
 
 @dataclass(frozen=True)
@@ -273,9 +258,8 @@ class Frontier:
     def interval(self, name: str, prob: float = 0.9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(median, low, high) per budget of a quantity, over draws; ``prob`` central."""
         values = self.values(name)
-        tail = (1.0 - prob) / 2.0
-        low, median, high = np.quantile(values, [tail, 0.5, 1.0 - tail], axis=0)
-        return median, low, high
+        low, high = central_interval(values, prob)
+        return np.median(values, axis=0), low, high
 
     def summary(self, probs: Sequence[float] = (0.9,)) -> pd.DataFrame:
         """Median and central intervals of N_opt, D_opt, tokens per parameter and loss."""
@@ -314,9 +298,8 @@ class Frontier:
             slopes = (np.log(values) - np.log(values).mean(axis=1, keepdims=True)) @ x / (x @ x)
             row = {"exponent": name, "arch": self.arch, "median": float(np.median(slopes))}
             for prob in probs:
-                tail, label = (1.0 - prob) / 2.0, f"{100 * prob:g}"
-                row[f"low_{label}"] = float(np.quantile(slopes, tail))
-                row[f"high_{label}"] = float(np.quantile(slopes, 1.0 - tail))
+                low, high = central_interval(slopes, prob)
+                row[f"low_{label(prob)}"], row[f"high_{label(prob)}"] = float(low), float(high)
             rows.append(row)
         return pd.DataFrame(rows)
 

@@ -27,6 +27,7 @@ from bayes_scaling.hyper_model import (
     min_loss_law,
     term_values,
 )
+from bayes_scaling.intervals import add_intervals
 from bayes_scaling.points import PredictionError, check_points, pick_labels
 from bayes_scaling.posterior import Posterior
 from bayes_scaling.spec import HyperSpec
@@ -235,11 +236,7 @@ def recommend_hyperparameters(
         ("min_loss", bowls.log_min_loss),
     )
     for name, values in summaries:
-        out[f"{name}_median"] = np.exp(np.median(values, axis=0))
-        for prob in probs:
-            tail, label = (1.0 - prob) / 2.0, f"{100 * prob:g}"
-            out[f"{name}_low_{label}"] = np.exp(np.quantile(values, tail, axis=0))
-            out[f"{name}_high_{label}"] = np.exp(np.quantile(values, 1.0 - tail, axis=0))
+        add_intervals(out, name, values, probs, transform=np.exp)
     at_median = bowls.penalty(
         np.median(bowls.log_lr_opt, axis=0), np.median(bowls.log_batch_opt, axis=0)
     )

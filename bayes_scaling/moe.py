@@ -20,11 +20,11 @@ import pandas as pd
 
 from bayes_scaling.frontier import (
     DecisionError,
-    add_intervals,
     arch_law,
     check_budgets,
     frontier,
 )
+from bayes_scaling.intervals import add_intervals
 from bayes_scaling.posterior import Posterior
 
 __all__ = [

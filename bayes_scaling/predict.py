@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from bayes_scaling.intervals import add_intervals
 from bayes_scaling.laws import LAWS, log_inputs
 from bayes_scaling.points import PredictionError, check_points, pick_labels
 from bayes_scaling.posterior import Posterior
@@ -105,15 +106,11 @@ def predict_loss(
     nu = _draws(posterior, "nu")[:, np.newaxis]
     log_new = log_mean + sigma * rng.standard_t(nu, size=log_mean.shape)
     out = frame[["arch", "eval_set", "n_active", "tokens", "flops", "experts"]].copy()
-    out["loss_median"] = np.exp(np.median(log_mean, axis=0))
+    add_intervals(out, "loss", log_mean, probs, transform=np.exp)
     out["loss_mean"] = np.exp(log_mean).mean(axis=0)
-    for prob in probs:
-        tail = (1.0 - prob) / 2.0
-        label = f"{100 * prob:g}"
-        for name, values in (("loss", log_mean), ("new_run", log_new)):
-            out[f"{name}_low_{label}"] = np.exp(np.quantile(values, tail, axis=0))
-            out[f"{name}_high_{label}"] = np.exp(np.quantile(values, 1.0 - tail, axis=0))
-    return out
+    new_run = pd.DataFrame(index=out.index)
+    add_intervals(new_run, "new_run", log_new, probs, transform=np.exp)
+    return pd.concat([out, new_run.drop(columns="new_run_median")], axis=1)
 
 
 @dataclass(frozen=True)

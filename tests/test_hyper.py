@@ -321,7 +321,7 @@ def test_recommendation_refuses_a_loss_posterior_and_unknown_arch(
         recommend_hyperparameters(
             grid_posterior, {"n_active": [1e9], "tokens": [1e10], "arch": ["moe"]}
         )
-    with pytest.raises(PredictionError, match="positive"):
+    with pytest.raises(PredictionError, match=r"n_active = 0 \(point 1\); expected a finite"):
         recommend(grid_posterior, {"n_active": 0.0, "tokens": 1e10})
 
 
