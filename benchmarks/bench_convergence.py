@@ -60,31 +60,24 @@ def _scaling_grid(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[(runs["lr"] == 3e-3) & (runs["batch_tokens"] == 1024.0)]
 
 
+# The loss hypotheses with an expert count, each fitted on the same routed and trainer data.
+EXPERT_LAWS = (
+    "loss/wang2024",
+    "loss/wang2024-pooled",
+    "loss/wang2024-separate",
+    "loss/clark2022",
+    "loss/ludziejewski2025",
+)
 # (hypothesis, data set, subset label, subset)
 TASKS: list[tuple[str, str, str, Subset]] = [
     ("loss/chinchilla", "chinchilla", "all", _all),
     ("loss/chinchilla", "chinchilla", "C <= 1e21", _small_compute),
     *[
         (model, "deepmind-routing", label, subset)
-        for model in (
-            "loss/wang2024",
-            "loss/wang2024-pooled",
-            "loss/wang2024-separate",
-            "loss/clark2022",
-            "loss/ludziejewski2025",
-        )
+        for model in EXPERT_LAWS
         for label, subset in (("all", _all), ("N <= 370M", _small_models))
     ],
-    *[
-        (model, "trainer-cpu", "lr 3e-3, batch 1024", _scaling_grid)
-        for model in (
-            "loss/wang2024",
-            "loss/wang2024-pooled",
-            "loss/wang2024-separate",
-            "loss/clark2022",
-            "loss/ludziejewski2025",
-        )
-    ],
+    *[(model, "trainer-cpu", "lr 3e-3, batch 1024", _scaling_grid) for model in EXPERT_LAWS],
     ("hyper/steplaw", "steplaw-dense", "all", _all),
     ("hyper/compute", "steplaw-dense", "all", _all),
     ("hyper/wang2024", "steplaw-dense", "all", _all),
