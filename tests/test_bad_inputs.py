@@ -79,7 +79,7 @@ SWEEP_ROW = json.dumps({**RUN, "status": "finished"})
 CORPUS_META = json.dumps({"source": "/elsewhere", "val_fraction": 0.05, "fingerprint": "x"})
 TRAIN_TOML = (
     f"d_model = 16\nn_layers = 1\nn_heads = 2\nseq_len = 16\ntokens = 4096\nbatch_size = 4\n"
-    f'eval_batches = 1\ndata_source = "{SAMPLE}"\ndata_dir = "{{tmp}}/corpus"\n'
+    f'eval_tokens = 1024\ndata_source = "{SAMPLE}"\ndata_dir = "{{tmp}}/corpus"\n'
 )
 
 CASES = [

@@ -45,7 +45,7 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def tiny(corpus_dir: str, **changes: object) -> TrainConfig:
     values = {"d_model": 16, "n_layers": 1, "n_heads": 2, "seq_len": 16, "tokens": 2048,
-              "batch_size": 4, "eval_batches": 2, "data_dir": corpus_dir,
+              "batch_size": 4, "eval_tokens": 4096, "data_dir": corpus_dir,
               "data_source": str(SAMPLE)}  # fmt: skip
     return TrainConfig.from_flat({**values, **changes})
 
@@ -54,7 +54,7 @@ def write_sweep(folder: Path, corpus_dir: str, grid: str = "d_model = [16, 32]\n
     sweep = folder / "sweep.toml"
     sweep.write_text(
         "name = 't'\n[base]\nseq_len = 16\nn_heads = 2\nn_layers = 1\nbatch_size = 4\n"
-        f"tokens = 2048\neval_batches = 2\ndata_source = '{SAMPLE}'\ndata_dir = '{corpus_dir}'\n"
+        f"tokens = 2048\neval_tokens = 4096\ndata_source = '{SAMPLE}'\ndata_dir = '{corpus_dir}'\n"
         f"[[grid]]\n{grid}"
     )
     return sweep

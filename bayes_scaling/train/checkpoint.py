@@ -9,6 +9,7 @@ refused with :class:`CheckpointError` before any of it is used.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,14 @@ import torch
 
 from bayes_scaling._io import atomic_write
 
-__all__ = ["CHECKPOINT_KEYS", "CheckpointError", "load_checkpoint", "rng_state", "save_checkpoint"]
+__all__ = ["CHECKPOINT_KEYS", "CheckpointError", "load_checkpoint", "rng_state", "save_checkpoint",
+           "truncate_metrics"]  # fmt: skip
 
 # What a checkpoint holds, and the type of each entry (checked before anything is loaded).
-CHECKPOINT_KEYS = {"model": dict, "optimizer": dict, "step": int, "last_eval": float, "rng": dict}
+CHECKPOINT_KEYS = {
+    "model": dict, "optimizer": dict, "step": int, "last_eval": float, "last_se": float,
+    "rng": dict,
+}  # fmt: skip
 
 
 class CheckpointError(ValueError):
@@ -53,8 +58,9 @@ def _first_line(error: BaseException) -> str:
 
 def load_checkpoint(
     path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, steps: int
-) -> tuple[int, float]:
-    """Restore model, optimizer and RNG from ``path``; returns (step, last evaluation loss)."""
+) -> tuple[int, float, float]:
+    """Restore model, optimizer and RNG from ``path``; returns (step, last evaluation loss and
+    its standard error)."""
     refused = f"{path} is not a loadable checkpoint of this run (it was not loaded; delete it to "
     refused += "restart the run from step 0): {}"
     try:
@@ -78,8 +84,33 @@ def load_checkpoint(
     except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as error:
         message = f"does not match this run's model or optimizer ({_first_line(error)})"
         raise CheckpointError(refused.format(message)) from error
-    return state["step"], state["last_eval"]
+    return state["step"], state["last_eval"], state["last_se"]
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda temporary: torch.save(state, temporary))
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines past ``step`` (written after the checkpoint a resume starts from).
+
+    A crash mid-write can leave the last line incomplete; it is past the checkpoint (metrics
+    are flushed before each checkpoint) and dropped. An unreadable line before it is refused.
+    """
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise CheckpointError(
+                f"{path}, line {number}: not valid JSON ({error.msg}); delete the run folder "
+                f"{path.parent} to restart this run"
+            ) from error
+        if record["step"] <= step:
+            kept.append(line)
+    atomic_write(path, "".join(f"{line}\n" for line in kept))

@@ -43,11 +43,9 @@ def stdlib_files(root: Path | None = None) -> list[Path]:
     """The ``.py`` files of the interpreter's standard library (tests and site-packages
     excluded), sorted."""
     root = root or Path(sysconfig.get_paths()["stdlib"])
-    files = [
-        p
-        for p in root.rglob("*.py")
-        if "site-packages" not in p.parts and "test" not in p.parts and "tests" not in p.parts
-    ]
+    skipped = {"site-packages", "dist-packages", "test", "tests"}
+    # Parts below the root only: a root that itself lies in site-packages keeps its files.
+    files = [p for p in root.rglob("*.py") if not skipped & set(p.relative_to(root).parts[:-1])]
     return sorted(files)
 
 

@@ -53,7 +53,8 @@ from typing import IO, Any
 
 from bayes_scaling._io import OutputPathError, atomic_write, check_writable
 from bayes_scaling.run_checks import STATUSES
-from bayes_scaling.train.loop import TrainConfig, run_id_of, train
+from bayes_scaling.train.config import TrainConfig, run_id_of
+from bayes_scaling.train.loop import train
 
 __all__ = [
     "SweepError",
@@ -373,5 +374,4 @@ def _done(out: Path) -> set[str]:
 
 
 def _flat(config: TrainConfig) -> dict[str, Any]:
-    values = config.to_dict()
-    return {**values.pop("model"), **values}
+    return config.flat()
