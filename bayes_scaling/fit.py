@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
@@ -12,6 +13,7 @@ import pandas as pd
 import pymc as pm
 import xarray as xr
 
+from bayes_scaling.compiled import MODELS
 from bayes_scaling.loss_model import create_loss_model
 from bayes_scaling.posterior import ConvergenceReport, Posterior, check_convergence
 from bayes_scaling.runs import RunProblem, RunTableError, split_diverged, validate_runs
@@ -59,20 +61,54 @@ def sample(
     if sampler == "nutpie" and not _nutpie_available():
         warnings.warn("nutpie is not installed; sampling with PyMC's NUTS", stacklevel=2)
         sampler = "pymc"
-    options: dict[str, object] = {"target_accept": target_accept}
     if sampler == "nutpie":
-        options["adaptation"] = adaptation
+        return _sample_nutpie(
+            model, draws, tune, chains, random_seed, target_accept, progressbar, adaptation
+        )
     return pm.sample(
         draws=draws,
         tune=tune,
         chains=chains,
         random_seed=random_seed,
-        nuts_sampler=sampler,
-        nuts=options,
+        nuts_sampler="pymc",
+        nuts={"target_accept": target_accept},
         progressbar=progressbar,
         model=model,
-        **({"cores": min(chains, os.cpu_count() or 1)} if sampler == "pymc" else {}),
+        cores=min(chains, os.cpu_count() or 1),
     )
+
+
+def _sample_nutpie(
+    model: pm.Model,
+    draws: int,
+    tune: int,
+    chains: int,
+    random_seed: int,
+    target_accept: float,
+    progressbar: bool,
+    adaptation: str,
+) -> xr.DataTree:
+    """nutpie on the compiled model cached for ``model``'s structure (compiled on first use),
+    chains spread over every core; the result has the groups ``pm.sample`` would give."""
+    import nutpie
+    from pymc.backends.arviz import patch_nutpie_idata
+
+    compiled = MODELS.get(model)
+    started = time.perf_counter()
+    idata = nutpie.sample(
+        compiled,
+        draws=draws,
+        tune=max(tune, 1),  # nutpie needs at least one warm-up draw
+        chains=chains,
+        cores=min(chains, os.cpu_count() or 1),
+        seed=random_seed,
+        save_warmup=False,
+        progress_bar=progressbar,
+        adaptation=adaptation,
+        target_accept=target_accept,
+    )
+    patch_nutpie_idata(idata, model, sampling_time=time.perf_counter() - started)
+    return idata
 
 
 def _attempt_record(settings: SamplerSettings, report: ConvergenceReport) -> dict[str, Any]:
