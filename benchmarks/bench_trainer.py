@@ -1,5 +1,6 @@
-"""Trainer throughput on this machine: dense vs MoE at equal active parameters, and MoE's
-grouped-matmul dispatch vs the per-expert loop, with peak memory, side by side in one run.
+"""Trainer throughput on this machine: dense vs every router (token choice with its grouped and
+loop dispatch, at G = 1 and 2, with aux-loss-free balancing; expert choice; Mixture of Tokens)
+at equal active parameters, with peak memory, side by side in one run.
 
 Each configuration trains for ``--steps`` optimizer steps (after 3 warm-up steps) in its own
 subprocess, so the peak resident memory (CPU) or peak allocated memory (CUDA) is its own.
@@ -29,22 +30,29 @@ def measure(spec: dict) -> dict:
     """Train ``spec`` for its steps in this process; tokens/s and peak memory."""
     import torch
 
-    from bayes_scaling.train.model import ModelConfig, Transformer, parameter_counts
+    from bayes_scaling.train.config import ModelConfig, TrainConfig
+    from bayes_scaling.train.model import Transformer, parameter_counts
+    from bayes_scaling.train.moe import update_expert_bias
+    from bayes_scaling.train.runtime import autocast_for, build_optimizer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     config = ModelConfig(**spec["model"])
+    settings = TrainConfig(model=config, lr=1e-3)
     torch.manual_seed(0)
     model = Transformer(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = build_optimizer(model, settings, device)  # the trainer's (fused on CUDA)
     x = torch.randint(0, 256, (spec["batch"], config.seq_len), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    autocast = autocast_for(settings, device)  # bf16 on CUDA, fp32 on the CPU
 
     def step() -> None:
         with autocast:
-            _, loss, aux = model(x, x)
-        (loss + aux).backward()
+            output = model(x, x)
+        (output.loss + output.aux).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        for layer, moe in enumerate(model.moe_layers()):
+            if config.bias_update_rate:
+                update_expert_bias(moe, output.load[layer])
 
     for _ in range(3):
         step()
@@ -86,15 +94,17 @@ def main() -> None:
         return
     shape = {"d_model": args.d_model, "n_layers": args.layers, "seq_len": args.seq_len,
              "n_heads": 4}  # fmt: skip
+    moe = {**shape, "experts": args.experts}
+    e = args.experts
     variants = {
         "dense": {**shape},
-        f"moe E={args.experts} top-1, grouped": {**shape, "experts": args.experts,
-                                                 "dispatch": "grouped"},
-        f"moe E={args.experts} top-1, loop": {**shape, "experts": args.experts,
-                                              "dispatch": "loop"},
-        f"moe E={args.experts} top-2 G=2, grouped": {**shape, "experts": args.experts,
-                                                     "top_k": 2, "granularity": 2,
-                                                     "dispatch": "grouped"},
+        f"topk E={e} k=1, grouped": {**moe, "dispatch": "grouped"},
+        f"topk E={e} k=1, loop": {**moe, "dispatch": "loop"},
+        f"topk E={e} k=1 G=2, grouped": {**moe, "granularity": 2, "dispatch": "grouped"},
+        f"topk E={e} k=1, aux-free bias": {**moe, "bias_update_rate": 1e-3,
+                                           "aux_loss_coef": 0.0},
+        f"expert_choice E={e} k=1": {**moe, "router": "expert_choice"},
+        f"mot E={e} k=1": {**moe, "router": "mot"},
     }  # fmt: skip
     rows = []
     for name, model in variants.items():

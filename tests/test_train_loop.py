@@ -17,7 +17,7 @@ import torch.multiprocessing as mp  # noqa: E402
 
 from bayes_scaling.train import ModelConfig, TrainConfig, Transformer, train  # noqa: E402
 from bayes_scaling.train.data import Corpus, prepare_corpus  # noqa: E402
-from bayes_scaling.train.evaluate import eval_windows, evaluate  # noqa: E402
+from bayes_scaling.train.evaluate import eval_windows, evaluate, paired_se  # noqa: E402
 from bayes_scaling.train.runtime import reduce_window  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +43,25 @@ def test_one_model_scores_the_same_at_any_eval_batch(
     windows = eval_windows(corpus, 32)
     assert len(windows) % 64 == 0 and len(windows) * 32 > 0.9 * len(corpus.splits["val"])
     scores = {b: evaluate(model, windows, b, CPU, NO_AUTOCAST) for b in (4, 8, 16, 64, 1000)}
-    losses = [loss for loss, _ in scores.values()]
+    losses = [loss for loss, _, _ in scores.values()]
     assert max(losses) - min(losses) < 1e-6, scores  # the old eval moved by 0.1-0.17 nats
-    _, se = scores[64]
+    loss, se, blocks = scores[64]
     assert 0 < se < 0.05  # batch-means standard error over 32 blocks
+    assert len(blocks) == 32 and sum(blocks) / 32 == pytest.approx(loss)
     assert len(eval_windows(corpus, 32, eval_tokens=4096)) == 128  # 4096 / 32, whole groups
+
+
+def test_a_paired_difference_is_far_less_noisy_than_either_loss(tmp_path: Path) -> None:
+    rows = [
+        train(run_config(tmp_path, experts=1, eval_tokens=0, seed=seed), tmp_path / str(seed))
+        for seed in (0, 1)
+    ]
+    blocks = [[float(b) for b in row["eval_blocks"].split()] for row in rows]
+    assert all(len(b) == 32 and sum(b) / 32 == pytest.approx(r["loss"], abs=1e-5)
+               for b, r in zip(blocks, rows, strict=True))  # fmt: skip
+    paired = paired_se(rows[0]["eval_blocks"], rows[1]["eval_blocks"])
+    assert paired == pytest.approx(paired_se(*blocks), rel=1e-3)
+    assert 0 < paired < 0.5 * min(row["eval_se"] for row in rows)
 
 
 def test_cosine_and_wsd_end_at_their_floor_without_jumps() -> None:

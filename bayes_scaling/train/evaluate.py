@@ -11,8 +11,9 @@ Its standard error is the batch-means estimate over 32 contiguous blocks of wind
 validation text is whole files, so neighbouring windows are correlated and a per-window
 standard error would be too small. It measures how far the mean could move on another draw of
 validation text of this size. Two runs are scored on the same tokens, so the noise of a
-difference between them is far smaller than either standard error (paired): the scores
-compare runs, the standard error says how well the split stands for the whole corpus.
+difference between them is far smaller than either standard error: the row keeps the 32 block
+means (``eval_blocks``), and the standard error of a difference between two runs is that of
+their 32 paired block differences (:func:`paired_se`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch.nn.functional as F  # noqa: N812 (the torch convention)
 
 from bayes_scaling.train.data import Corpus
 
-__all__ = ["BLOCKS", "WINDOW_MULTIPLE", "eval_windows", "evaluate"]
+__all__ = ["BLOCKS", "WINDOW_MULTIPLE", "eval_windows", "evaluate", "paired_se"]
 
 WINDOW_MULTIPLE = 64  # windows are a multiple of this (whole Mixture-of-Tokens groups)
 BLOCKS = 32  # contiguous blocks for the batch-means standard error
@@ -54,8 +55,9 @@ def evaluate(
     batch: int,
     device: torch.device,
     autocast: torch.autocast,
-) -> tuple[float, float]:
-    """Mean loss (nats per token) over ``windows`` and its batch-means standard error.
+) -> tuple[float, float, list[float]]:
+    """Mean loss (nats per token) over ``windows``, its batch-means standard error, and the
+    mean loss of each of the 32 blocks (for paired comparisons between runs).
 
     ``batch`` windows go through the model at a time (rounded down to whole token groups of
     the model; the result does not depend on it).
@@ -77,4 +79,11 @@ def evaluate(
     values = torch.cat(per_window).numpy()
     blocks = np.array([b.mean() for b in np.array_split(values, min(BLOCKS, len(values)))])
     se = float(blocks.std(ddof=1) / math.sqrt(len(blocks))) if len(blocks) > 1 else math.nan
-    return float(values.mean()), se
+    return float(values.mean()), se, blocks.tolist()
+
+
+def paired_se(blocks_a: str | list[float], blocks_b: str | list[float]) -> float:
+    """The evaluation's standard error of the loss difference between two runs scored on the
+    same windows, from their block means (lists, or the rows' space-separated ``eval_blocks``)."""
+    a, b = (np.array(x.split() if isinstance(x, str) else x, float) for x in (blocks_a, blocks_b))
+    return float((a - b).std(ddof=1) / math.sqrt(len(a)))

@@ -166,6 +166,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
     counts = parameter_counts(config.model)
     optimizer = build_optimizer(model, config, device)
     start_step, last_eval, last_se, status = 0, math.nan, math.nan, "running"
+    blocks: list[float] = []
     checkpoint = out / "checkpoint.pt"
     if checkpoint.exists():
         start_step, last_eval, last_se = load_checkpoint(checkpoint, model, optimizer, config.steps)
@@ -234,7 +235,9 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
                 share = mfu(counts["model_flops_per_token"], speed, world, PEAK_FLOPS["cuda"])
                 records = [{**record, "mfu": share} for record in records]
             if evaluate_now and bad is None:
-                last_eval, last_se = evaluate(model, windows, config.eval_batch, device, autocast)
+                last_eval, last_se, blocks = evaluate(
+                    model, windows, config.eval_batch, device, autocast
+                )
                 records[-1].update(val_loss=last_eval, val_se=last_se)
             if metrics is not None:
                 metrics.writelines(json.dumps(record) + "\n" for record in records)
@@ -262,8 +265,10 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
         if config.keep_weights:
             atomic_write(out / "model.pt", lambda path: torch.save(model.state_dict(), path))
         checkpoint.unlink(missing_ok=True)  # finished runs keep metrics (and weights), not state
-    return _row(config, counts, status, done_steps, tokens_per_step, last_eval, last_se,
-                len(windows) * seq, wall, start_step, device, world)  # fmt: skip
+    row = _row(config, counts, status, done_steps, tokens_per_step, last_eval, last_se,
+               len(windows) * seq, wall, start_step, device, world)  # fmt: skip
+    row["eval_blocks"] = " ".join(f"{b:.6f}" for b in blocks) if status == "finished" else None
+    return row
 
 
 def _row(
