@@ -14,15 +14,19 @@
 # # From the trainer to the posterior
 #
 # The package's own trainer (`bayes_scaling.train`) produces runs that the models fit with no
-# conversion. This notebook runs a sweep, then fits
+# conversion. Every run is scored on the same validation tokens (the fixed evaluation), and its
+# row keeps the evaluation's standard error and 32 block means, so two runs compare with a
+# paired standard error. This notebook
 #
-# 1. the hierarchical experts loss law (dense and MoE drawn around shared values), with bands
-#    out to 10x the largest model, and
-# 2. the latent-optimum learning-rate / batch model on the sweep's lr x batch grid.
+# 1. compares dense with three routers (token choice, expert choice, Mixture of Tokens) at
+#    equal active parameters, over seeds, and says which differences exceed their uncertainty;
+# 2. fits the hierarchical experts loss law (one arch per router), with bands to 10x;
+# 3. fits the latent-optimum learning-rate / batch model on the lr x batch grid and checks that
+#    the optimum lies inside the grid.
 #
-# With `BAYES_SCALING_SMALL=1` (the fast test tier) it runs `models/sweeps/tiny.toml` (32 runs,
-# about a minute) and short chains. Otherwise it also loads the bundled `trainer-cpu` data set,
-# the 48-run CPU sweep of `models/sweeps/cpu.toml`, and fits that.
+# With `BAYES_SCALING_SMALL=1` (the fast test tier) it runs `models/sweeps/tiny.toml` (28 runs,
+# about a minute) and short chains. Otherwise it fits the bundled `trainer-cpu` data set, the
+# 119-run CPU sweep of `models/sweeps/cpu.toml`, and asserts every fit converged.
 
 # %%
 import os
@@ -31,80 +35,135 @@ from pathlib import Path
 import arviz as az
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from bayes_scaling.fit import fit
-from bayes_scaling.hyper_predict import recommend_hyperparameters
+from bayes_scaling.hyper_model import assign_cells
+from bayes_scaling.hyper_predict import fitted_bowls
 from bayes_scaling.notebook import assert_converged, is_small, sampling
-from bayes_scaling.plots import plot_loss_vs_compute, plot_optimum_vs_scale
+from bayes_scaling.plots import plot_loss_vs_compute
 from bayes_scaling.predict import predict_loss
 from bayes_scaling.runs import read_runs
 from bayes_scaling.spec import read_spec
-from bayes_scaling.train.sweep import run_sweep
+from bayes_scaling.train.config import run_id_of
+from bayes_scaling.train.evaluate import paired_se
+from bayes_scaling.train.sweep import expand_sweep, run_sweep
 
 SMALL = is_small()
 SAMPLING = sampling(random_seed=0)
-
 
 ROOT = Path.cwd() if (Path.cwd() / "models").is_dir() else Path.cwd().parent
 os.chdir(ROOT)  # the sweep file names its corpus relative to the repository
 
 # %% [markdown]
-# ## 1. A tiny sweep: 2 sizes x 2 budgets x {dense, MoE with 4 experts}, and an lr x batch grid
+# ## 1. A tiny sweep: dense and three routers at two sizes and budgets, and an lr x batch grid
 #
 # Rows are appended as runs finish; rerunning the cell skips finished runs.
 
 # %%
 out = Path("out/notebook-05/tiny.jsonl")
 run_sweep("models/sweeps/tiny.toml", out, log=lambda line: None)
+ids = {run_id_of(config) for config in expand_sweep("models/sweeps/tiny.toml")[1]}
 tiny = read_runs(out)
-print(
-    tiny[
-        ["run_id", "arch", "n_active", "n_total", "tokens", "lr", "batch_tokens", "loss", "status"]
-    ]
-)
-assert len(tiny) == 32
+tiny = tiny[tiny["run_id"].isin(ids)].reset_index(drop=True)  # not rows of older sweep files
+print(tiny[["run_id", "arch", "n_active", "n_total", "tokens", "lr", "batch_tokens", "loss",
+            "eval_se", "status"]])  # fmt: skip
+assert len(tiny) == 28
 
 # %% [markdown]
-# The run table to fit: the tiny sweep in SMALL mode, the bundled 48-run CPU sweep otherwise.
+# The run table to analyse: the tiny sweep in SMALL mode, the bundled CPU sweep otherwise.
 
 # %%
 if SMALL:
     runs = tiny
+    BASE = {"d_model": 32, "tokens": 40_960, "lr": 0.01, "batch_tokens": 256.0, "experts": 4}
 else:
     from bayes_scaling.datasets import load_dataset
 
     runs = load_dataset("trainer-cpu")
+    BASE = {"d_model": 32, "tokens": 307_200, "lr": 0.01, "batch_tokens": 512.0, "experts": 8}
 print(f"{(runs['status'] != 'finished').sum()} run(s) diverged in training")
 runs = runs[runs["status"] == "finished"].reset_index(drop=True)
-print(
-    runs.groupby("arch").agg(
-        runs=("loss", "size"), n_min=("n_active", "min"), n_max=("n_active", "max")
-    )
-)
+print(runs.groupby("arch").agg(runs=("loss", "size"), n_min=("n_active", "min"),
+                               n_max=("n_active", "max")))  # fmt: skip
 
 # %% [markdown]
-# ## 2. The loss law, dense vs MoE
+# ## 2. Dense vs the routers at equal active parameters
 #
-# Only the runs at the default learning rate and batch enter the loss law (the lr x batch runs
-# are off-optimum by design). The experts law with its hierarchy over arch; 50% and 90% bands
-# to 10x the largest model.
+# One size and budget, the base learning rate and batch; each router at every (E, G) the
+# sweep has, each seed paired with the dense run of the same seed (same batches). The effect
+# is the mean loss difference over seeds; its uncertainty the standard error over seeds
+# (which holds training noise and evaluation noise), or, with one seed, the evaluation's
+# paired standard error alone. A difference "exceeds its uncertainty" beyond 2 standard errors.
 
 # %%
-base_lr = 0.003
-base_batch = runs.loc[runs["lr"] == base_lr, "batch_tokens"].mode().iloc[0]
-scaling = runs[(runs["lr"] == base_lr) & (runs["batch_tokens"] == base_batch)].reset_index(
-    drop=True
-)
+at_base = np.ones(len(runs), bool)
+for column in ("d_model", "tokens", "lr", "batch_tokens"):
+    at_base &= np.isclose(runs[column], BASE[column])
+compare = runs[at_base]
+dense = compare[compare["arch"] == "dense"].set_index("seed")
+lines = []
+for (arch, experts, granularity), group in compare[compare["arch"] != "dense"].groupby(
+    ["arch", "experts", "granularity"]
+):
+    group = group[group["seed"].isin(dense.index)]
+    diffs = group["loss"].to_numpy() - dense.loc[group["seed"], "loss"].to_numpy()
+    eval_se = max(
+        paired_se(r.eval_blocks, dense.loc[r.seed, "eval_blocks"]) for r in group.itertuples()
+    )
+    seed_se = diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else np.nan
+    se = seed_se if len(diffs) > 1 else eval_se
+    lines.append({"arch": arch, "experts": experts, "G": granularity, "seeds": len(diffs),
+                  "loss": group["loss"].mean(), "vs_dense": diffs.mean(), "se": se,
+                  "eval_paired_se": eval_se, "exceeds": abs(diffs.mean()) > 2 * se})  # fmt: skip
+table = pd.DataFrame(lines)
+print(f"dense: {dense['loss'].mean():.4f} over {len(dense)} seed(s)")
+print(table.round(4).to_string(index=False))
+for line in table.itertuples():
+    verdict = "exceeds" if line.exceeds else "is within"
+    side = "below" if line.vs_dense < 0 else "above"
+    print(f"{line.arch} E={line.experts} G={line.G:g}: {abs(line.vs_dense):.4f} nats {side} "
+          f"dense, {verdict} 2 x its standard error {line.se:.4f}")  # fmt: skip
+
+# %% [markdown]
+# The evaluation's own noise: the paired standard error of every difference, against the
+# smallest effect reported as exceeding its uncertainty (the fixed evaluation must be at
+# least ten times finer; the old random-batch evaluation moved by 0.1-0.16 nats).
+
+# %%
+reported = table.loc[table["exceeds"], "vs_dense"].abs()
+smallest = reported.min() if len(reported) else np.nan
+print(f"largest evaluation paired SE {table['eval_paired_se'].max():.5f}; "
+      f"smallest reported effect {smallest:.4f}")  # fmt: skip
+if not SMALL:
+    assert len(reported) > 0
+    assert table["eval_paired_se"].max() < smallest / 10
+
+# %% [markdown]
+# ## 3. The loss law, dense and the routers
+#
+# The scaling runs (one seed, G = 1, the base learning rate and batch) with the experts law,
+# hierarchical over arch (each router its own arch, drawn around shared values); 50% and 90%
+# bands to 10x the largest model.
+
+# %%
+scaling = runs[
+    np.isclose(runs["lr"], BASE["lr"]) & np.isclose(runs["batch_tokens"], BASE["batch_tokens"])
+    & (runs["seed"] == 0) & (runs["granularity"] == 1)
+    & runs["experts"].isin([1, BASE["experts"]])
+].reset_index(drop=True)  # fmt: skip
+print(scaling.groupby("arch").size())
 loss_fit = fit(scaling, read_spec("loss/wang2024"), **SAMPLING)
 assert_converged(loss_fit)
 print(az.summary(loss_fit.idata, var_names=["alpha", "beta", "gamma"], kind="stats").to_string())
 plot_loss_vs_compute(loss_fit, extend=10.0)
 plt.show()
+archs = sorted(scaling["arch"].unique())
 largest = scaling["n_active"].max()
 far = predict_loss(
     loss_fit,
-    {"n_active": [10 * largest] * 2, "tokens": [20 * 10 * largest] * 2, "arch": ["dense", "moe"],
-     "experts": [1, int(scaling["experts"].max())]},
+    {"n_active": [10 * largest] * len(archs), "tokens": [200 * largest] * len(archs),
+     "arch": archs, "experts": [1 if a == "dense" else BASE["experts"] for a in archs]},
     probs=(0.9,),
 )  # fmt: skip
 print(far.round(4).to_string(index=False))
@@ -112,43 +171,48 @@ assert (far["loss_low_90"] < far["loss_median"]).all()
 assert (far["loss_median"] < far["loss_high_90"]).all()
 
 # %% [markdown]
-# ## 3. Learning rate and batch from the lr x batch grid
+# ## 4. Learning rate and batch from the lr x batch grid
 #
-# Each (arch, N, D) cell with several learning rates and batch sizes gets a latent bowl. The
-# grids here share one token budget, so the optimum can only follow N: the Step Law form with
-# its D terms dropped. Intercept and exponent are strongly correlated this far from the
-# reference scale (1e9 parameters), so nutpie's low-rank mass matrix is used. Two sizes cannot
-# pin an exponent down: the bands say so.
+# Each (arch, N, D) cell of the grid gets a latent bowl (Step Law's hypothesis, shipped as
+# `hyper/steplaw`). The grid has one cell per arch, so the optimum's dependence on N and D is
+# left to the priors; what the data pin down is each cell's optimum, which must lie inside the
+# grid: a best run on the grid's edge would leave the bowl to extrapolate.
 
 # %%
-from bayes_scaling.spec import HyperSpec  # noqa: E402
-
 cells = runs.groupby(["arch", "n_active", "n_total", "tokens"])["run_id"].transform("size")
-grid_runs = runs[cells >= 4].reset_index(drop=True)
-spec = HyperSpec(form="steplaw", lr_terms=("log_n",), batch_terms=("log_n",), name="lr-batch in N")
-hyper = fit(grid_runs, spec, adaptation="low_rank", **SAMPLING)
-print(hyper.convergence())
+grid_runs = runs[cells >= 6].reset_index(drop=True)
+print(grid_runs.groupby("arch").size())
+hyper = fit(grid_runs, read_spec("hyper/steplaw"), **SAMPLING)
+assert_converged(hyper)
 print(f"{len(hyper.off_bowl_runs)} grid run(s) off the bowl (blew up at a high lr)")
-plot_optimum_vs_scale(hyper, extend=10.0)
-plt.show()
-plan = recommend_hyperparameters(
-    hyper,
-    {"n_active": [grid_runs["n_active"].max()] * 2, "tokens": [grid_runs["tokens"].max()] * 2,
-     "arch": ["dense", "moe"],
-     "n_total": [grid_runs["n_active"].max(), grid_runs["n_total"].max()]},
-    probs=(0.9,),
-)  # fmt: skip
-print(plan[["arch", "lr_median", "lr_low_90", "lr_high_90", "batch_median", "batch_low_90",
-            "batch_high_90", "penalty_mean"]].to_string(index=False))  # fmt: skip
-best = grid_runs.loc[
-    grid_runs.groupby("arch")["loss"].idxmin(), ["arch", "lr", "batch_tokens", "loss"]
-]
-print("best grid runs:\n", best.to_string(index=False))
-# Small token budgets favour many small steps: when the best run sits on the grid's edge the
-# optimum lies outside it, the bowl extrapolates, and the intervals above are wide for it.
-for _, row in best.iterrows():
-    edges = grid_runs[grid_runs["arch"] == row["arch"]]
-    for column in ("lr", "batch_tokens"):
-        if row[column] in (edges[column].min(), edges[column].max()):
-            print(f"{row['arch']}: best {column} {row[column]:g} is on the edge of the grid")
-assert np.all(plan["lr_low_90"] < plan["lr_high_90"])
+bowls = fitted_bowls(hyper)
+_, fitted_cells = assign_cells(hyper.fitted_runs)
+optimum = []
+for index, cell in enumerate(fitted_cells.itertuples()):
+    lr = np.exp(bowls.log_lr_opt[:, index])
+    batch = np.exp(bowls.log_batch_opt[:, index])
+    mine = grid_runs[grid_runs["arch"] == cell.arch]
+    best = mine.loc[mine["loss"].idxmin()]
+    optimum.append(
+        {
+            "arch": cell.arch,
+            "lr_median": np.median(lr),
+            "lr_90": np.quantile(lr, [0.05, 0.95]).round(4).tolist(),
+            "batch_median": np.median(batch),
+            "batch_90": np.quantile(batch, [0.05, 0.95]).round(0).tolist(),
+            "best_run_lr": best["lr"],
+            "best_run_batch": best["batch_tokens"],
+            "lr_grid": (mine["lr"].min(), mine["lr"].max()),
+            "batch_grid": (mine["batch_tokens"].min(), mine["batch_tokens"].max()),
+        }
+    )
+optimum = pd.DataFrame(optimum)
+print(optimum.to_string(index=False))
+for row in optimum.itertuples():
+    inside = (row.lr_grid[0] < row.lr_median < row.lr_grid[1]
+              and row.batch_grid[0] < row.batch_median < row.batch_grid[1])  # fmt: skip
+    on_edge = row.best_run_lr in row.lr_grid or row.best_run_batch in row.batch_grid
+    print(f"{row.arch}: optimum {'inside' if inside else 'OUTSIDE'} the grid; best run "
+          f"{'on the edge' if on_edge else 'inside'}")  # fmt: skip
+    if not SMALL:
+        assert inside and not on_edge
