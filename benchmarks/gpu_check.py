@@ -50,12 +50,13 @@ from bayes_scaling.train.loop import train
 from bayes_scaling.train.sweep import append_row
 
 # Equal active parameters: E = 8 experts, one expert's worth per token (k G = G).
+# In order of importance: if compilation is slow, the last ones are skipped (BUDGET_S).
 ROUTERS = {
     "dense": {},
     "topk": {"experts": 8, "router": "topk"},
-    "topk-g2": {"experts": 8, "router": "topk", "granularity": 2},
     "expert_choice": {"experts": 8, "router": "expert_choice"},
     "mot": {"experts": 8, "router": "mot"},
+    "topk-g2": {"experts": 8, "router": "topk", "granularity": 2},
 }
 SIZES = {
     # ~50M non-embedding active parameters, 32 x 1024 tokens per step, 160 steps.

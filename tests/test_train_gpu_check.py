@@ -42,7 +42,7 @@ def test_gpu_check_rehearses_every_run_compiled_without_the_pymc_stack(tmp_path:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "gpu_summary.json").read_text())
     assert [line["variant"] for line in summary] == [
-        "dense", "topk", "topk-g2", "expert_choice", "mot"
+        "dense", "topk", "expert_choice", "mot", "topk-g2"
     ]  # fmt: skip
     assert all(line["status"] == "finished" for line in summary), summary
     assert all(line["graph_breaks"] == 0 for line in summary)
