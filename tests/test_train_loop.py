@@ -121,3 +121,11 @@ def test_two_ranks_take_one_divergence_decision_on_the_mean_loss() -> None:
     assert rows0[:2] == rows1[:2] == [[3.0], [3.5]]
     _, bad = reduce_window(torch.tensor([[3.0], [9.0]]), 1, 8.0, 102, 100)
     assert bad is None  # above the limit, but before the checked steps
+
+
+def test_deterministic_kernels_are_switched_on_for_the_run_only(tmp_path: Path) -> None:
+    assert not torch.are_deterministic_algorithms_enabled()
+    plain = train(run_config(tmp_path, experts=1), tmp_path / "plain")
+    exact = train(run_config(tmp_path, experts=1, deterministic=True), tmp_path / "exact")
+    assert exact["run_id"] == plain["run_id"] and exact["loss"] == plain["loss"]  # CPU: same
+    assert not torch.are_deterministic_algorithms_enabled()  # not left on for the next run

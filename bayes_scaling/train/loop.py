@@ -54,9 +54,9 @@ from bayes_scaling.train.runtime import (
     autocast_for,
     build_optimizer,
     distributed,
+    numerics,
     pick_device,
     reduce_window,
-    setup_numerics,
     to_device,
 )
 
@@ -152,7 +152,15 @@ def train(config: TrainConfig, out_dir: str | os.PathLike[str]) -> dict[str, Any
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = pick_device(rank)
-    setup_numerics(config, device)
+    with numerics(config, device):
+        return _train(config, out, rank, world, per_rank, micro, device)
+
+
+def _train(
+    config: TrainConfig, out: Path, rank: int, world: int, per_rank: int, micro: int,
+    device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    """The body of :func:`train`."""
     data_dir = Path(config.data_dir) if config.data_dir else _default_data_dir(config.data_source)
     if rank == 0:
         # The default folder is the package's cache, rebuilt when stale; a named one is refused.

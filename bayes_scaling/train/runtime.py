@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -12,8 +14,15 @@ import torch.distributed as dist
 
 from bayes_scaling.train.config import TrainConfig
 
-__all__ = ["autocast_for", "build_optimizer", "distributed", "pick_device", "reduce_window",
-           "setup_numerics", "to_device"]  # fmt: skip
+__all__ = [
+    "autocast_for",
+    "build_optimizer",
+    "distributed",
+    "numerics",
+    "pick_device",
+    "reduce_window",
+    "to_device",
+]  # fmt: skip
 
 
 def distributed() -> tuple[int, int]:
@@ -30,16 +39,23 @@ def pick_device(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def setup_numerics(config: TrainConfig, device: torch.device) -> None:
-    """TF32 matmuls on CUDA (fp32 parts only; bf16 autocast does the bulk), and the
-    deterministic-kernel switch for exact resume on CUDA (CPU kernels are deterministic)."""
+@contextmanager
+def numerics(config: TrainConfig, device: torch.device) -> Iterator[None]:
+    """TF32 matmuls on CUDA (fp32 parts only; bf16 autocast does the bulk), and, inside the
+    block, the deterministic-kernel switch for exact resume on CUDA (CPU kernels are
+    deterministic); the switch is restored on the way out, so one run does not set it for the
+    next run of a sweep."""
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
+    previous = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
         # cuBLAS reads this when it creates its first handle: set before any matmul on CUDA.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
 
 
 def autocast_for(config: TrainConfig, device: torch.device) -> torch.autocast:
