@@ -226,4 +226,4 @@ def fit(
         "attempts": attempts,
         "left_out_diverged": diverged["run_id"].tolist(),
     }
-    return Posterior(spec, stored, idata, record)
+    return Posterior(spec, stored, idata, record, report)

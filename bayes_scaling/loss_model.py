@@ -5,8 +5,13 @@ table into a ``pm.Model``. The log loss of each run follows the spec's law; each
 has an ``arch`` dim whose values are
 
 - ``pooled``: one shared value (``<p>_mu``), the same for every arch;
-- ``hierarchical``: ``<p>_mu + <p>_spread * <p>_z`` (non-centred, learned spread);
+- ``hierarchical``: ``<p>_mu + <p>_spread * <p>_z`` (non-centred, learned spread; or centred,
+  ``<p>_arch ~ Normal(<p>_mu, <p>_spread)``, for the parameters the spec's ``centred`` lists);
 - ``separate``: independent draws from the prior, nothing shared.
+
+The non-centred form suits parameters the data pin down weakly per arch; a parameter every
+arch's runs pin down tightly (the coefficient ``log_a_ref`` on DeepMind's routed runs) mixes
+faster centred, where the non-centred form ties each ``z`` to ``mu`` and ``spread``.
 
 Exponents with a LogNormal prior (alpha, beta) are built on the log scale, so they are positive
 by construction (the builder is :func:`bayes_scaling.priors.arch_parameter`); a law that uses
@@ -14,9 +19,22 @@ them negated says so in its ``signs``.
 
 The irreducible loss ``log_e`` is shared per ``eval_set``; the likelihood is Student-t on the
 log loss, so a few bad runs do not dominate. Every input is ``pm.Data``.
+
+**The floor and the data term.** Runs at one token budget (DeepMind's routed models are all at
+130B tokens) measure only the sum of the data term and the irreducible loss, B / D^beta + E;
+how it splits, and beta, rest on the priors. Sampled as (ln B_ref, beta, ln E) that sum is a
+curved ridge, and NUTS needs ~4x the leapfrog steps to crawl along it. When the data term is
+pooled and there is one eval set, the model samples instead the log of the sum at the data's
+centre (the mean ln D of the runs, ``pm.Data``), ``floor_log_total``, and the logit of the
+irreducible share, ``floor_share``; ln B_ref and ln E are functions of them and beta. The map
+has unit Jacobian at fixed beta, and the priors of ln B_ref and ln E enter as potentials, so
+the posterior is the same model's, in coordinates the data identify.
 """
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,7 +42,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_scaling.laws import LAWS, Law, log_inputs
-from bayes_scaling.priors import arch_parameter
+from bayes_scaling.priors import LOG_D_REF, AnyPrior, Normal, arch_parameter
 from bayes_scaling.spec import ModelSpec
 
 __all__ = ["MissingColumnError", "create_loss_model"]
@@ -61,7 +79,48 @@ def model_coords(runs: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
-def create_loss_model(runs: pd.DataFrame, spec: ModelSpec | None = None) -> pm.Model:
+def _pooled(key: str, spec: ModelSpec) -> bool:
+    return spec.pooling == "pooled" or key in spec.shared
+
+
+def _floor_coordinates(law: Law, spec: ModelSpec, n_eval_sets: int) -> bool:
+    """Whether the data term and the floor are sampled as (sum at the centre, share)."""
+    return (
+        law.has_irreducible
+        and law.reference.get("log_b") == ("log_b_ref", "beta", LOG_D_REF)
+        and _pooled("log_b_ref", spec)
+        and _pooled("beta", spec)
+        and n_eval_sets == 1
+    )
+
+
+def _floor_and_data_term(
+    priors: dict[str, AnyPrior], beta: Any, law: Law, log_d: np.ndarray
+) -> tuple[Any, Any]:
+    """ln B_ref (dims arch) and ln E (dims eval_set) from the floor's coordinates (module doc)."""
+    prior_b, prior_e = priors["log_b_ref"], priors["log_e"]
+    if not isinstance(prior_b, Normal) or not isinstance(prior_e, Normal):
+        raise TypeError("log_b_ref and log_e need Normal priors")
+    centre = pm.Data("log_d_centre", float(np.mean(log_d)))
+    total = pm.Flat("floor_log_total", initval=prior_e.mu + math.log(2.0))
+    share = pm.Flat("floor_share", initval=0.0)
+    log_e = total + pt.log(pt.sigmoid(share))
+    term_at_centre = total + pt.log(pt.sigmoid(-share))
+    magnitude = beta[0] * law.signs.get("beta", 1.0)
+    log_b_ref = term_at_centre + magnitude * (centre - LOG_D_REF)
+    # The Normal priors' log densities (constants dropped: they do not move the posterior).
+    pm.Potential("log_b_ref_prior", -0.5 * ((log_b_ref - prior_b.mu) / prior_b.sigma) ** 2)
+    pm.Potential("log_e_prior", -0.5 * ((log_e - prior_e.mu) / prior_e.sigma) ** 2)
+    n_arch = len(pm.modelcontext(None).coords["arch"])
+    return (
+        pm.Deterministic("log_b_ref", pt.repeat(log_b_ref, n_arch), dims="arch"),
+        pm.Deterministic("log_e", log_e[None], dims="eval_set"),
+    )
+
+
+def create_loss_model(
+    runs: pd.DataFrame, spec: ModelSpec | None = None, floor_coordinates: bool = True
+) -> pm.Model:
     """Build the loss-law model for a validated run table.
 
     Parameters
@@ -70,6 +129,11 @@ def create_loss_model(runs: pd.DataFrame, spec: ModelSpec | None = None) -> pm.M
         A run table (:func:`bayes_scaling.runs.validate_runs`) with the columns the law needs.
     spec
         Law, pooling and prior overrides; default: the experts law, hierarchical over arch.
+    floor_coordinates
+        Sample the floor and the data term in the coordinates of the module doc where they
+        apply (default). ``False`` builds the same model with ln B_ref and ln E as random
+        variables, for drawing from the prior (the floor coordinates have flat base measures,
+        which cannot be drawn from).
 
     Returns
     -------
@@ -92,22 +156,35 @@ def create_loss_model(runs: pd.DataFrame, spec: ModelSpec | None = None) -> pm.M
         eval_idx = pm.Data(
             "eval_set_idx", pd.Categorical(runs["eval_set"], coords["eval_set"]).codes, dims="run"
         )
+        floor = floor_coordinates and _floor_coordinates(law, spec, len(coords["eval_set"]))
+        skip = ("log_e", "sigma", "nu", *(("log_b_ref",) if floor else ()))
         sampled = {
             key: arch_parameter(
                 key,
                 prior,
                 "pooled" if key in spec.shared else spec.pooling,
                 sign=law.signs.get(key, 1.0),
+                centred=key in spec.centred,
             )
             for key, prior in priors.items()
-            if key not in ("log_e", "sigma", "nu")
+            if key not in skip
         }
+        if floor:
+            sampled["log_b_ref"], log_e = _floor_and_data_term(
+                priors, sampled["beta"], law, inputs["log_d"]
+            )
         params = law.raw_from_ref(sampled)
         for raw in law.reference:
             params[raw] = pm.Deterministic(raw, params[raw], dims="arch")
         per_run = {name: params[name][arch_idx] for name in law.arch_params}
         if law.has_irreducible:
-            log_e = pm.Normal("log_e", priors["log_e"].mu, priors["log_e"].sigma, dims="eval_set")  # type: ignore[union-attr]
+            if not floor:
+                log_e = pm.Normal(
+                    "log_e",
+                    priors["log_e"].mu,  # type: ignore[union-attr]
+                    priors["log_e"].sigma,  # type: ignore[union-attr]
+                    dims="eval_set",
+                )
             pm.Deterministic("irreducible", pt.exp(log_e), dims="eval_set")
             per_run["log_e"] = log_e[eval_idx]
         mean = law.log_loss(data, per_run)

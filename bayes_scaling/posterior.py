@@ -251,10 +251,14 @@ class Posterior:
     runs: pd.DataFrame
     idata: xr.DataTree
     sampler: dict[str, Any] = field(default_factory=dict)
+    report: ConvergenceReport | None = field(default=None, repr=False, compare=False)
 
     def convergence(self) -> ConvergenceReport:
-        """The convergence report of this fit."""
-        return check_convergence(self.idata)
+        """The convergence report of this fit (computed once: :func:`bayes_scaling.fit.fit`
+        hands over the one its check made)."""
+        if self.report is None:
+            self.report = check_convergence(self.idata)
+        return self.report
 
     def _attrs(self) -> dict[str, str]:
         """The identifying attributes (:data:`ATTRIBUTES`) covered by the checksum."""

@@ -191,12 +191,16 @@ def override_priors(
     return out
 
 
-def arch_parameter(name: str, prior: AnyPrior, pooling: str, sign: float = 1.0) -> Any:
-    """One law parameter with dims ``arch``: pooled, hierarchical (non-centred) or separate.
+def arch_parameter(
+    name: str, prior: AnyPrior, pooling: str, sign: float = 1.0, centred: bool = False
+) -> Any:
+    """One law parameter with dims ``arch``: pooled, hierarchical or separate.
 
     A :class:`LogNormal` prior gives a positive parameter built on the log scale (sampled
     variables ``log_<name>_mu``, ``log_<name>_spread``, ``log_<name>_z``); ``sign = -1`` then
-    makes it negative by construction (laws written a N^alpha with alpha < 0).
+    makes it negative by construction (laws written a N^alpha with alpha < 0). Hierarchical
+    parameters are non-centred (``mu + spread * z``) unless ``centred``, which samples the
+    per-arch values ``<base>_arch ~ Normal(mu, spread)`` directly (the same model).
     """
     n_arch = len(pm.modelcontext(None).coords["arch"])
     if isinstance(prior, LogNormal):
@@ -213,8 +217,11 @@ def arch_parameter(name: str, prior: AnyPrior, pooling: str, sign: float = 1.0) 
             value = pt.repeat(mu, n_arch)
         else:
             spread = pm.HalfNormal(f"{base}_spread", prior.spread)
-            z = pm.Normal(f"{base}_z", 0.0, 1.0, dims="arch")
-            value = mu + spread * z
+            if centred:
+                value = pm.Normal(f"{base}_arch", mu, spread, dims="arch")
+            else:
+                z = pm.Normal(f"{base}_z", 0.0, 1.0, dims="arch")
+                value = mu + spread * z
     if isinstance(prior, LogNormal):
         value = sign * pt.exp(value)
     return pm.Deterministic(name, value, dims="arch")

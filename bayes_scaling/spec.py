@@ -5,8 +5,8 @@ Example ``models/loss/wang2024.toml``::
     name = "wang2024"
     law = "experts"
     pooling = "hierarchical"
-    literature_priors = false
     shared = ["log_b_ref", "beta"]   # one value for every arch, whatever the pooling
+    centred = ["log_a_ref"]          # sampled centred (the same model, other coordinates)
     [priors]
     gamma = { mu = 0.1, sigma = 0.1 }
 """
@@ -47,6 +47,7 @@ _KEYS = {
     "law",
     "pooling",
     "shared",
+    "centred",
     "literature_priors",
     "priors",
     "sampler",
@@ -135,7 +136,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "literature_priors": (bool,),
     "off_bowl_above": (int, float),
 }
-_TEXT_LISTS = ("shared", "lr_terms", "batch_terms")
+_TEXT_LISTS = ("shared", "centred", "lr_terms", "batch_terms")
 
 
 def _check_types(data: dict[str, Any]) -> None:
@@ -161,6 +162,7 @@ class ModelSpec:
     ``shared`` lists law parameters that take one value for every arch whatever ``pooling``
     says: for data that cannot tell the archs apart on that parameter (the data term when every
     run has the same token budget) a per-arch value is identified by its prior alone.
+    ``centred``: hierarchical parameters sampled centred (same model; see ``loss_model``).
     """
 
     law: str = "experts"
@@ -171,6 +173,7 @@ class ModelSpec:
     priors: dict[str, dict[str, float]] = field(default_factory=dict)
     kind: str = "loss"
     shared: tuple[str, ...] = ()
+    centred: tuple[str, ...] = ()
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
 
     def __post_init__(self) -> None:
@@ -193,6 +196,14 @@ class ModelSpec:
             raise SpecError(
                 f"shared: unknown parameter(s) {unknown} for the {self.law} law; "
                 f"expected some of {per_arch}"
+            )
+        object.__setattr__(self, "centred", tuple(self.centred))
+        hierarchical = sorted(set(per_arch) - set(self.shared)) * (self.pooling == "hierarchical")
+        wrong = sorted(set(self.centred) - set(hierarchical))
+        if wrong:
+            raise SpecError(
+                f"centred: {wrong} are not hierarchical parameters of this hypothesis; "
+                f"expected some of {hierarchical}"
             )
 
     def resolved_priors(self) -> dict[str, AnyPrior]:

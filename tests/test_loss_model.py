@@ -9,7 +9,7 @@ import pytest
 
 from bayes_scaling.laws import LAWS, default_priors
 from bayes_scaling.loss_model import MissingColumnError, create_loss_model
-from bayes_scaling.priors import Gamma, LogNormal, PriorError
+from bayes_scaling.priors import LOG_D_REF, Gamma, LogNormal, PriorError
 from bayes_scaling.spec import POOLINGS, ModelSpec, SpecError
 from tests.helpers import assert_finite_gradient
 from tests.simulate import simulate_runs
@@ -52,6 +52,17 @@ def test_pooling_variants_share_as_they_claim(runs) -> None:
     assert "gamma_arch" in free["separate"] and "gamma_mu" not in free["separate"]
 
 
+def test_centred_parameters_sample_per_arch_values_and_others_stay_non_centred(runs) -> None:
+    model = create_loss_model(runs, ModelSpec(centred=["log_a_ref"]))
+    free = {v.name for v in model.free_RVs}
+    assert {"log_a_ref_arch", "log_a_ref_mu", "log_a_ref_spread"} <= free
+    assert "log_a_ref_z" not in free and "log_alpha_z" in free
+    with pytest.raises(SpecError, match="centred"):
+        ModelSpec(pooling="pooled", centred=["log_a_ref"])
+    with pytest.raises(SpecError, match="centred.*beta"):
+        ModelSpec(shared=["beta"], centred=["beta"])
+
+
 def test_inputs_are_data_so_extrapolation_is_set_data(runs) -> None:
     model = create_loss_model(runs, ModelSpec())
     assert {"log_n", "log_d", "log_experts", "arch_idx", "eval_set_idx"} <= set(model.named_vars)
@@ -61,11 +72,43 @@ def test_inputs_are_data_so_extrapolation_is_set_data(runs) -> None:
 
 
 def test_prior_predictive_losses_are_plausible(runs) -> None:
-    model = create_loss_model(runs, ModelSpec(law="chinchilla", pooling="pooled"))
+    spec = ModelSpec(law="chinchilla", pooling="pooled")
+    model = create_loss_model(runs, spec, floor_coordinates=False)
     prior = pm.sample_prior_predictive(draws=200, model=model, random_seed=3)
     loss = np.exp(prior["prior_predictive"]["log_loss"].to_numpy())
     median = np.median(loss)
     assert 1.0 < median < 10.0, median
+
+
+def test_floor_coordinates_give_the_same_posterior_density(runs) -> None:
+    """Sampled as (log of floor + data term at the data's centre, share of the floor), the
+    model has the same density as with ln B_ref and ln E sampled directly: the difference of
+    the two log densities at corresponding points is one constant (the dropped normalisers)."""
+    spec = ModelSpec(shared=["log_b_ref", "beta"])  # wang2024's pooling: the case it is for
+    floor = create_loss_model(runs, spec)
+    direct = create_loss_model(runs, spec, floor_coordinates=False)
+    assert {"floor_log_total", "floor_share"} <= {v.name for v in floor.free_RVs}
+    assert "log_e" in {v.name for v in direct.free_RVs}
+    logp_floor, logp_direct = floor.compile_logp(), direct.compile_logp()
+    rng = np.random.default_rng(0)
+    base = direct.initial_point(random_seed=1)
+    centre = float(np.mean(np.log(runs["tokens"].to_numpy(float))))
+    differences = []
+    for _ in range(6):
+        point = {k: v + rng.normal(0.0, 0.3, np.shape(v)) for k, v in base.items()}
+        beta = float(np.exp(point["log_beta_mu_log__"] if "log_beta_mu_log__" in point
+                             else point["log_beta_mu"]))  # fmt: skip
+        log_e = float(point["log_e"][0])
+        log_b_term = float(point["log_b_ref_mu"]) - beta * (centre - LOG_D_REF)
+        total = np.logaddexp(log_e, log_b_term)
+        at_floor = {k: v for k, v in point.items() if k not in ("log_e", "log_b_ref_mu")}
+        at_floor["floor_log_total"] = np.array(total)
+        at_floor["floor_share"] = np.array(log_e - log_b_term)  # logit of E / total
+        differences.append(logp_floor(at_floor) - logp_direct(point))
+    assert np.ptp(differences) < 1e-8, differences
+    # and a wrong map (the share's sign flipped) is caught
+    at_floor["floor_share"] = -at_floor["floor_share"]
+    assert abs(logp_floor(at_floor) - logp_direct(point) - differences[0]) > 1e-3
 
 
 def test_law_missing_a_column_is_refused_with_its_name(runs) -> None:
