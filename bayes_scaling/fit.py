@@ -19,7 +19,14 @@ from bayes_scaling.posterior import ConvergenceReport, Posterior, check_converge
 from bayes_scaling.runs import RunProblem, RunTableError, split_diverged, validate_runs
 from bayes_scaling.spec import HyperSpec, ModelSpec, SamplerSettings, SpecError
 
-__all__ = ["ConvergenceReport", "Posterior", "build_model", "check_convergence", "fit", "sample"]
+__all__ = [
+    "ConvergenceReport",
+    "Posterior",
+    "add_log_likelihood",
+    "check_convergence",
+    "fit",
+    "sample",
+]
 
 
 def _nutpie_available() -> bool:
@@ -226,4 +233,23 @@ def fit(
         "attempts": attempts,
         "left_out_diverged": diverged["run_id"].tolist(),
     }
-    return Posterior(spec, stored, idata, record, report)
+    posterior = Posterior(spec, stored, idata, record, report)
+    if isinstance(spec, ModelSpec):
+        add_log_likelihood(posterior)
+    return posterior
+
+
+def add_log_likelihood(posterior: Posterior) -> Posterior:
+    """Store each run's pointwise log likelihood (group ``log_likelihood``, variable
+    ``log_loss``, dims chain, draw, run) for PSIS-LOO: nutpie's results do not carry it, and
+    a numpy evaluation of the model's density costs no compilation."""
+    from bayes_scaling.predict import log_likelihood
+
+    post = posterior.idata["posterior"]
+    shape = (post.sizes["chain"], post.sizes["draw"], len(posterior.runs))
+    values = log_likelihood(posterior, posterior.runs).reshape(shape)
+    run = posterior.runs["run_id"].astype(str).to_numpy()
+    coords = {"chain": post["chain"].to_numpy(), "draw": post["draw"].to_numpy(), "run": run}
+    array = xr.DataArray(values, dims=("chain", "draw", "run"), coords=coords)
+    posterior.idata["log_likelihood"] = xr.DataTree(xr.Dataset({"log_loss": array}))
+    return posterior

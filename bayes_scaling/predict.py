@@ -25,6 +25,7 @@ __all__ = [
     "LossPrediction",
     "PredictionError",
     "law_draws",
+    "log_likelihood",
     "predict_loss",
     "predict_point",
 ]
@@ -48,7 +49,12 @@ def _draws(posterior: Posterior, name: str) -> np.ndarray:
 
 
 def law_draws(posterior: Posterior, points: pd.DataFrame | dict[str, object]) -> np.ndarray:
-    """ln of the expected loss at each point under each draw: shape (sample, point)."""
+    """ln of the expected loss at each point under each draw: shape (sample, point).
+
+    A stacked predictive (:class:`bayes_scaling.compare.StackedPosterior`) answers with its
+    members' draws in proportion to their weights."""
+    if hasattr(posterior, "log_loss_draws"):
+        return np.asarray(posterior.log_loss_draws(_points_frame(points, posterior)))
     spec = posterior.spec
     if not isinstance(spec, ModelSpec):
         raise PredictionError(
@@ -67,6 +73,18 @@ def law_draws(posterior: Posterior, points: pd.DataFrame | dict[str, object]) ->
         ]
     inputs = {key: value[np.newaxis, :] for key, value in log_inputs(frame).items()}
     return np.asarray(law.log_loss(inputs, params))
+
+
+def log_likelihood(posterior: Posterior, runs: pd.DataFrame) -> np.ndarray:
+    """The Student-t log density of each run's ln loss under each draw, shape (sample, run):
+    the model's own likelihood, evaluated in numpy (no compilation), for LOO and backtests."""
+    from scipy.stats import t as student_t
+
+    mean = law_draws(posterior, runs)
+    sigma = _draws(posterior, "sigma")[:, np.newaxis]
+    nu = _draws(posterior, "nu")[:, np.newaxis]
+    observed = np.log(runs["loss"].to_numpy(float))[np.newaxis, :]
+    return np.asarray(student_t.logpdf(observed, df=nu, loc=mean, scale=sigma))
 
 
 def predict_loss(
