@@ -89,7 +89,10 @@ def check_budgets(budgets: Any) -> np.ndarray:
 
 
 def loss_spec(posterior: Posterior) -> ModelSpec:
-    """The posterior's loss-law spec; a hyperparameter posterior is refused."""
+    """The posterior's loss-law spec; a hyperparameter posterior is refused (and a stacked
+    predictive whose members are not all loss laws with a tokens term)."""
+    for member in getattr(posterior, "members", {}).values():
+        loss_spec(member)
     if not isinstance(posterior.spec, ModelSpec):
         raise DecisionError("budget decisions need a loss-law posterior, not a hyperparameter one")
     if "log_d" not in LAWS[posterior.spec.law].inputs:
@@ -206,8 +209,11 @@ def arch_law(
 ) -> ArchLaw:
     """The law of one arch (and eval set) per posterior draw, the first ``max_draws`` draws.
 
-    ``arch`` and ``eval_set`` may be left out only when the posterior has one of each.
+    ``arch`` and ``eval_set`` may be left out only when the posterior has one of each. A
+    stacked predictive (:class:`bayes_scaling.compare.StackedPosterior`) gives its mixture.
     """
+    if hasattr(posterior, "arch_law"):
+        return posterior.arch_law(arch, eval_set, max_draws)
     spec = loss_spec(posterior)
     law = LAWS[spec.law]
     arch = pick_label(posterior, "arch", arch)

@@ -137,6 +137,21 @@ def clark_log_loss(log_n, log_experts, a, b, c, d, e_start=1.85, e_max=314.0):
     return a * log_n + b * log_eh + c * log_n * log_eh + d
 
 
+def kaplan_log_loss(log_n, log_d, log_a_ref, rho, log_r_ref, beta, log_e):
+    """Kaplan et al. 2020 (arXiv:2001.08361, eq. 1.5) plus a floor, E + A (N^-rho + R/D)^beta, at
+    the reference scales (A and R then barely correlate with rho, beta): N / N_REF, D / D_REF."""
+    xp = backend(log_n, rho)
+    inner = xp.logaddexp(-rho * (log_n - LOG_N_REF), log_r_ref - log_d + LOG_D_REF)
+    return _logsumexp(log_a_ref + beta * inner, log_e + 0.0 * log_n)
+
+
+def shifted_log_loss(log_n, log_d, log_a, alpha, log_n0, log_b, beta, log_e):
+    """Shifted power law in N, flat below N0 (cf. Caballero et al. 2022, arXiv:2210.14891):
+    L = E + A / (N + N0)^alpha + B / D^beta; N0 = 0 is Chinchilla."""
+    shifted = log_a - alpha * backend(log_n, log_n0).logaddexp(log_n, log_n0)
+    return _logsumexp(shifted, log_b - beta * log_d, log_e + 0.0 * log_n)
+
+
 @dataclass(frozen=True)
 class Law:
     """Everything the package knows about one law, so that adding a law is one entry here.
@@ -301,6 +316,13 @@ LAWS: dict[str, Law] = {
              "c": Normal(0.0, 0.01, 0.005), "d_ref": Normal(1.0, 0.5, 0.2)},
             reference={"d": ("d_ref", "a", LOG_N_REF)}, signs={"a": -1.0},
             has_irreducible=False, citation="Clark et al. 2022"),
+        Law("kaplan", kaplan_log_loss, ("n_active", "tokens"), ("log_n", "log_d"),
+            ("log_a_ref", "rho", "log_r_ref", "beta"), {"log_a_ref": Normal(-1.0, 1.0, 0.5),
+             "rho": LogNormal(1.0, 0.5, 0.33), "log_r_ref": Normal(0.0, 1.5, 0.5),
+             "beta": LogNormal(0.3, 0.5, 0.33), **_E}, citation="Kaplan et al. 2020"),
+        Law("shifted", shifted_log_loss, ("n_active", "tokens"), ("log_n", "log_d"),
+            ("log_a", "alpha", "log_n0", "log_b", "beta"), {**_A, "log_n0": Normal(15.0, 3.0, 0.5),
+             **_B, **_E}, reference=_DENSE_REFERENCE, citation="shifted power law"),
     )
 }  # fmt: skip
 
