@@ -121,7 +121,11 @@ class CompiledModels:
                     self._entries.popitem(last=False)
             return compiled
         coords = {**(compiled.coords or {}), **{k: list(v) for k, v in model.coords.items()}}
-        updated = compiled.with_data(**_data_values(model))
+        # Data the compiled functions never read (rewritten away, e.g. an index into a dim of
+        # length one) are not among nutpie's shared variables; the structure key covers them.
+        used = {variable.name for variable in compiled.shared_var_keys}
+        values = {k: v for k, v in _data_values(model).items() if k in used}
+        updated = compiled.with_data(**values)
         return dataclasses.replace(updated, _coords=coords)
 
 

@@ -72,3 +72,15 @@ def test_pymc_sampler_bypasses_the_cache(small_fit, sampler) -> None:  # type: i
     MODELS.clear()
     small_fit(runs, spec=ModelSpec(law="chinchilla"), sampler=sampler, draws=20, tune=20)
     assert (MODELS.misses, MODELS.hits) == (0, 0)
+
+
+def test_refit_skips_data_the_compiled_functions_never_read() -> None:
+    # One eval set: its index is rewritten away from the compiled graph; a refit must not
+    # hand nutpie a variable it does not know.
+    runs = simulate_runs(seed=6, runs_per_arch=20)
+    spec = ModelSpec(shared=["log_b_ref", "beta"])
+    cache = CompiledModels()
+    cache.get(_model(runs, spec))
+    again = cache.get(_model(runs.iloc[:25], spec))
+    assert cache.hits == 1
+    assert {np.asarray(v).shape for v in again.shared_data.values()} <= {(25,), ()}
