@@ -26,7 +26,7 @@
 #
 # With `BAYES_SCALING_SMALL=1` (the fast test tier) it runs `models/sweeps/tiny.toml` (28 runs,
 # about a minute) and short chains. Otherwise it fits the bundled `trainer-cpu` data set, the
-# 119-run CPU sweep of `models/sweeps/cpu.toml`, and asserts every fit converged.
+# 161-run CPU sweep of `models/sweeps/cpu.toml`, and asserts every fit converged.
 
 # %%
 import os

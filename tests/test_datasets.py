@@ -135,4 +135,5 @@ def test_trainer_cpu_is_exactly_its_sweep_file() -> None:
     _, configs = expand_sweep(sweep)
     runs = load_dataset("trainer-cpu")
     assert sorted(runs["run_id"]) == sorted(run_id_of(c) for c in configs)
-    assert set(runs["arch"]) == {"dense", "moe"} and runs["n_active"].nunique() >= 8
+    assert set(runs["arch"]) == {"dense", "topk", "expert_choice", "mot"}
+    assert runs["n_active"].nunique() >= 8

@@ -113,10 +113,10 @@ DATASETS: dict[str, Dataset] = {
         Dataset(
             "trainer-cpu",
             loaders.load_trainer_cpu,
-            "This package's CPU sweep: dense vs MoE at 4 sizes x 3 budgets, lr x batch grids",
+            "This package's CPU sweep: dense vs three routers, scaling, lr x batch grids",
             "Apache-2.0 (produced by bayes_scaling)",
             True,
-            48,
+            161,
         ),
     )
 }

@@ -296,25 +296,28 @@ def load_pythia() -> pd.DataFrame:
 
 
 def load_trainer_cpu() -> pd.DataFrame:
-    """This package's own CPU sweep (``models/sweeps/cpu.toml``, 119 runs): byte-level tokens
+    """This package's own CPU sweep (``models/sweeps/cpu.toml``, 161 runs): byte-level tokens
     of the Python 3.12 standard library, sequence length 64, 2 layers, one CPU thread.
 
     Three blocks: (1) routers at d_model 32 and 307,200 tokens, all at the active parameters of
     the dense model: ``arch`` ``topk`` (token choice), ``expert_choice`` and ``mot`` (Mixture of
     Tokens) at E = 4 and 8 experts (activation ratios 25% and 12.5%) x G = 1, 2, with dense,
-    each at seeds 0, 1, 2; (2) a learning-rate x batch grid (lr 2.5e-3 to 4e-2, 1 to 16
-    sequences) for dense and token choice at E = 8; (3) scaling: d_model 16 to 48 x 153,600 and
-    460,800 tokens for dense and the three routers at E = 8, G = 1. Base: lr 0.01, 8 sequences.
+    each at seeds 0, 1, 2, scored on the whole validation split (737,280 tokens); (2)
+    learning-rate x batch grids for dense and token choice at E = 8: 1 to 16 sequences of 64 x
+    lr 2.5e-3 to 4e-2 at 307,200 tokens, and to 2e-2 at 921,600; (3) scaling: d_model 16 to 48 x
+    153,600 and 460,800 tokens for dense and the three routers at E = 8, G = 1. Blocks 2 and 3
+    are scored on the first 262,144 validation tokens (``eval_set`` says which). Base: lr 0.01,
+    8 sequences per step.
 
     ``n_active`` / ``n_total`` exclude the tied embedding (vocabulary 256); ``flops`` is the
     trainer's count, 6 (N_active - norms) D + 12 L T d D (attention as nanoGPT / nanochat count
     it; plus Mixture of Tokens' mixing), without the output head, like N. ``loss`` (nats per
-    byte) is every run's score on the same 262,144 validation tokens at the end of training;
-    ``eval_se`` is its batch-means standard error over 32 blocks, ``eval_blocks`` the 32 block
-    means (space-separated), from which two runs compare with a paired standard error
-    (:func:`bayes_scaling.train.evaluate.paired_se`). ``router``, ``seed``, ``d_model``,
-    ``flops_per_token`` and ``model_flops_per_token`` are kept. Every row is kept with its
-    trainer ``status``: a fit leaves diverged runs out and says how many
+    byte) is the score on the fixed validation tokens at the end of training; ``eval_se`` its
+    batch-means standard error over 32 blocks, ``eval_blocks`` the 32 block means
+    (space-separated), from which two runs on the same tokens compare with a paired standard
+    error (:func:`bayes_scaling.train.evaluate.paired_se`). ``router``, ``eval_tokens``,
+    ``d_model``, ``flops_per_token`` and ``model_flops_per_token`` are kept. Every row is kept
+    with its trainer ``status``: a fit leaves diverged runs out and says how many
     (:func:`bayes_scaling.runs.split_diverged`), as it does for any run table. Produced by::
 
         OMP_NUM_THREADS=1 bayes-scaling sweep models/sweeps/cpu.toml --out out/trainer-cpu.jsonl
