@@ -77,7 +77,7 @@ def test_pymc_sampler_bypasses_the_cache(small_fit, sampler) -> None:  # type: i
 def test_refit_skips_data_the_compiled_functions_never_read() -> None:
     # One eval set: its index is rewritten away from the compiled graph; a refit must not
     # hand nutpie a variable it does not know.
-    runs = simulate_runs(seed=6, runs_per_arch=20)
+    runs = simulate_runs(seed=6, runs_per_arch=20).assign(tokens=1e11)  # floor coordinates
     spec = ModelSpec(shared=["log_b_ref", "beta"])
     cache = CompiledModels()
     cache.get(_model(runs, spec))
