@@ -123,11 +123,14 @@ print(dense.table[COLUMNS].round(3).to_string())
 assert set(dense.table.index) == set(DENSE)
 
 # %% [markdown]
-# ## 3. The package's own CPU runs (dense and three routers, lr 3e-3, batch 1024)
+# ## 3. The package's own CPU runs (dense and the routers, at the sweep's most common lr and
+# batch: its scaling runs; the rest is an lr x batch grid)
 
 # %%
 trainer = load_dataset("trainer-cpu")
-trainer = trainer[(trainer["lr"] == 3e-3) & (trainer["batch_tokens"] == 1024.0)]
+base = trainer.groupby(["lr", "batch_tokens"]).size().idxmax()
+trainer = trainer[(trainer["lr"] == base[0]) & (trainer["batch_tokens"] == base[1])]
+print(f"{len(trainer)} runs at lr {base[0]:g}, batch {base[1]:g}")
 TRAINER = ["wang2024-pooled", "wang2024"] + ([] if is_small() else ["clark2022"])
 own = compare_on(trainer, TRAINER, cut="n_active", n_cuts=1)
 print(own.table[COLUMNS].round(3).to_string())
