@@ -20,7 +20,7 @@
 #
 # 1. compares dense with three routers (token choice, expert choice, Mixture of Tokens) at
 #    equal active parameters, over seeds, and says which differences exceed their uncertainty;
-# 2. fits the hierarchical experts loss law (one arch per router), with bands to 10x;
+# 2. fits the experts loss law (pooled over the routers), with bands to 10x;
 # 3. fits the latent-optimum learning-rate / batch model on the lr x batch grid and checks that
 #    the optimum lies inside the grid.
 #
@@ -130,25 +130,35 @@ for line in table.itertuples():
           f"dense, {verdict} 2 x its uncertainty {total:.4f}")  # fmt: skip
 
 # %% [markdown]
-# The evaluation's resolution: every difference reported as exceeding its uncertainty is at
-# least ten times the evaluation's paired standard error (the old random-batch evaluation
-# moved one model's score by 0.1-0.16 nats, more than any of these differences).
+# The evaluation's resolution: each reported difference against the evaluation's paired
+# standard error. The old random-batch evaluation moved one model's score by 0.1-0.16 nats,
+# more than most of these differences; the fixed one resolves every reported difference at
+# least 5 times over, and most at least 10 times. More validation text does not buy more: the
+# paired standard error measures how the difference varies across the standard library's
+# files, and the whole split (737k tokens) gives about the same as its first 262k.
 
 # %%
-reported = table[table["exceeds"]]
-ratio = reported["vs_dense"].abs() / reported["eval_se"]
-print(f"{len(reported)} difference(s) reported; effect / evaluation SE: "
-      f"{ratio.min():.1f} to {ratio.max():.1f}")  # fmt: skip
+reported = table[table["exceeds"]].assign(ratio=lambda t: t["vs_dense"].abs() / t["eval_se"])
+print(reported[["arch", "experts", "G", "vs_dense", "eval_se", "ratio"]].round(4).to_string())
+coarse = reported[reported["ratio"] <= 10]
+print(
+    f"{len(reported)} difference(s) reported; {len(reported) - len(coarse)} at least 10x the "
+    f"evaluation's standard error; below 10x: {coarse[['arch', 'experts', 'G']].values.tolist()}"
+)
 if not SMALL:
     assert len(reported) > 0
-    assert (ratio > 10).all(), reported
+    assert (reported["ratio"] > 5).all(), reported
 
 # %% [markdown]
 # ## 3. The loss law, dense and the routers
 #
-# The scaling runs (one seed, G = 1, the base learning rate and batch) with the experts law,
-# hierarchical over arch (each router its own arch, drawn around shared values); 50% and 90%
-# bands to 10x the largest model.
+# The scaling runs (one seed, G = 1, the base learning rate and batch, the 262,144-token
+# evaluation) with the experts law, pooled over arch: the routers share one law and differ
+# through the expert count E. The hierarchical version (`loss/wang2024`, one arch per router)
+# does not converge on these 36 runs (24 divergent transitions at its defaults, 4 at
+# target_accept 0.99): four archs of 8-10 runs at two or three budgets leave their deviations
+# to a funnel. The router differences are measured directly in section 2. 50% and 90% bands to
+# 10x the largest model.
 
 # %%
 scaling = runs[
@@ -158,7 +168,7 @@ scaling = runs[
 ]  # fmt: skip
 scaling = scaling[scaling["eval_set"] == scaling["eval_set"].mode()[0]].reset_index(drop=True)
 print(scaling.groupby("arch").size())
-loss_fit = fit(scaling, read_spec("loss/wang2024"), **SAMPLING)
+loss_fit = fit(scaling, read_spec("loss/wang2024-pooled"), **SAMPLING)
 assert_converged(loss_fit)
 print(az.summary(loss_fit.idata, var_names=["alpha", "beta", "gamma"], kind="stats").to_string())
 plot_loss_vs_compute(loss_fit, extend=10.0)
