@@ -57,7 +57,7 @@ def _small_compute(runs: pd.DataFrame) -> pd.DataFrame:
 def _scaling_grid(runs: pd.DataFrame) -> pd.DataFrame:
     """The trainer sweep's scaling runs (its base lr and batch); the lr x batch grid around
     them is for the hyperparameter laws, and a loss law assumes tuned hyperparameters."""
-    return runs[(runs["lr"] == 3e-3) & (runs["batch_tokens"] == 1024.0)]
+    return runs[(runs["lr"] == 1e-2) & (runs["batch_tokens"] == 512.0)]
 
 
 # The loss hypotheses with an expert count, each fitted on the same routed and trainer data.
@@ -77,7 +77,7 @@ TASKS: list[tuple[str, str, str, Subset]] = [
         for model in EXPERT_LAWS
         for label, subset in (("all", _all), ("N <= 370M", _small_models))
     ],
-    *[(model, "trainer-cpu", "lr 3e-3, batch 1024", _scaling_grid) for model in EXPERT_LAWS],
+    *[(model, "trainer-cpu", "lr 1e-2, batch 512", _scaling_grid) for model in EXPERT_LAWS],
     ("hyper/steplaw", "steplaw-dense", "all", _all),
     ("hyper/compute", "steplaw-dense", "all", _all),
     ("hyper/wang2024", "steplaw-dense", "all", _all),
@@ -114,6 +114,7 @@ def run_task(model: str, dataset: str, label: str, subset: Subset, seed: int) ->
         "tune": last["tune"],
         "draws": last["draws"],
         "target_accept": last["target_accept"],
+        "adaptation": last["adaptation"],
         "seconds": round(seconds, 1),
     }
 
