@@ -173,7 +173,7 @@ CASES = [
          {"m.toml": 'law = "experts"\n[sampler]\ndraws = 10.5\n'}),
     Case("not TOML", ("fit", "--model", "{tmp}/m.toml", *FIT[1:]), "not valid TOML",
          {"m.toml": "law = \n"}),
-    Case("unknown model name", ("fit", "--model", "kaplan2020", *FIT[1:]),
+    Case("unknown model name", ("fit", "--model", "kaplan1999", *FIT[1:]),
          "neither a file nor a shipped hypothesis"),
     # Sampler options.
     Case("zero chains", ("fit", "--model", "chinchilla", *FIT[1:], "--chains", "0"),
