@@ -55,9 +55,19 @@ def _small_compute(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scaling_grid(runs: pd.DataFrame) -> pd.DataFrame:
-    """The trainer sweep's scaling runs (its base lr and batch); the lr x batch grid around
-    them is for the hyperparameter laws, and a loss law assumes tuned hyperparameters."""
-    return runs[(runs["lr"] == 1e-2) & (runs["batch_tokens"] == 512.0)]
+    """The trainer sweep's scaling runs: its base lr and batch, seed 0, one granularity and
+    expert count per router, the standard eval split (the lr x batch grids are for the
+    hyperparameter laws, the seeds and the G / E variants for the router comparison)."""
+    keep = (
+        (runs["status"] == "finished")
+        & (runs["lr"] == 1e-2)
+        & (runs["batch_tokens"] == 512.0)
+        & (runs["seed"] == 0)
+        & (runs["granularity"] == 1.0)
+        & runs["experts"].isin([1, 8])
+        & (runs["eval_set"] == "python-stdlib-val-262144")
+    )
+    return runs[keep]
 
 
 # The loss hypotheses with an expert count, each fitted on the same routed and trainer data.
@@ -77,7 +87,7 @@ TASKS: list[tuple[str, str, str, Subset]] = [
         for model in EXPERT_LAWS
         for label, subset in (("all", _all), ("N <= 370M", _small_models))
     ],
-    *[(model, "trainer-cpu", "lr 1e-2, batch 512", _scaling_grid) for model in EXPERT_LAWS],
+    *[(model, "trainer-cpu", "scaling runs", _scaling_grid) for model in EXPERT_LAWS],
     ("hyper/steplaw", "steplaw-dense", "all", _all),
     ("hyper/compute", "steplaw-dense", "all", _all),
     ("hyper/wang2024", "steplaw-dense", "all", _all),
