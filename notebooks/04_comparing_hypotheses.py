@@ -123,14 +123,22 @@ print(dense.table[COLUMNS].round(3).to_string())
 assert set(dense.table.index) == set(DENSE)
 
 # %% [markdown]
-# ## 3. The package's own CPU runs (dense and the routers, at the sweep's most common lr and
-# batch: its scaling runs; the rest is an lr x batch grid)
+# ## 3. The package's own CPU runs: the sweep's scaling runs (dense and the three routers at
+# its base lr and batch, seed 0, G = 1, E in {1, 8}, the standard eval split; the rest of the
+# sweep is lr x batch grids, repeated seeds and the G / E variants of the router comparison)
 
 # %%
 trainer = load_dataset("trainer-cpu")
-base = trainer.groupby(["lr", "batch_tokens"]).size().idxmax()
-trainer = trainer[(trainer["lr"] == base[0]) & (trainer["batch_tokens"] == base[1])]
-print(f"{len(trainer)} runs at lr {base[0]:g}, batch {base[1]:g}")
+trainer = trainer[
+    (trainer["status"] == "finished")
+    & (trainer["lr"] == 1e-2)
+    & (trainer["batch_tokens"] == 512.0)
+    & (trainer["seed"] == 0)
+    & (trainer["granularity"] == 1.0)
+    & trainer["experts"].isin([1, 8])
+    & (trainer["eval_set"] == "python-stdlib-val-262144")
+]
+print(f"{len(trainer)} scaling runs:", trainer["arch"].value_counts().to_dict())
 TRAINER = ["wang2024-pooled", "wang2024"] + ([] if is_small() else ["clark2022"])
 own = compare_on(trainer, TRAINER, cut="n_active", n_cuts=1)
 print(own.table[COLUMNS].round(3).to_string())
