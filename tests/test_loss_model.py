@@ -136,7 +136,7 @@ def test_priors_override_and_unknown_keys_list_valid_ones(runs) -> None:
         ModelSpec(priors={"nu": {"mu": 3.0}})
     assert ModelSpec(priors={"nu": {"alpha": 3.0}}).resolved_priors()["nu"] == Gamma(3.0, 0.1)
     with pytest.raises(PriorError, match="unknown law"):
-        default_priors("kaplan")
+        default_priors("kaplan1999")
 
 
 @pytest.mark.parametrize(
