@@ -11,9 +11,10 @@ has an ``arch`` dim whose values are
 
 The non-centred form suits parameters the data pin down weakly per arch; a parameter every
 arch's runs pin down tightly (the coefficient ``log_a_ref`` on DeepMind's routed runs) mixes
-faster centred, where the non-centred form ties each ``z`` to ``mu`` and ``spread``. A spec's
-``centred`` list applies only when every arch has at least :data:`CENTRED_MIN_RUNS` runs: on
-the trainer's 13-22 runs per arch the centred coefficient left divergent transitions.
+faster centred, where the non-centred form ties each ``z`` to ``mu`` and ``spread``: on
+DeepMind's routed runs, centring ``log_a_ref`` took ~110 leapfrog steps per draw instead of
+~270, but it is not a default: on the trainer's 8-22 noisy runs per router it left divergent
+transitions that the non-centred form does not. A spec opts in with ``centred``.
 
 Exponents with a LogNormal prior (alpha, beta) are built on the log scale, so they are positive
 by construction (the builder is :func:`bayes_scaling.priors.arch_parameter`); a law that uses
@@ -49,10 +50,7 @@ from bayes_scaling.laws import LAWS, Law, log_inputs
 from bayes_scaling.priors import LOG_D_REF, AnyPrior, Normal, arch_parameter
 from bayes_scaling.spec import ModelSpec
 
-__all__ = ["CENTRED_MIN_RUNS", "FLOOR_SPAN", "MissingColumnError", "create_loss_model"]
-
-# Fewest runs in every arch for a spec's ``centred`` parameters to be sampled centred.
-CENTRED_MIN_RUNS = 30
+__all__ = ["FLOOR_SPAN", "MissingColumnError", "create_loss_model"]
 
 # Largest spread of ln tokens (a factor of 2) for which the floor coordinates are used.
 FLOOR_SPAN = math.log(2.0)
@@ -172,14 +170,13 @@ def create_loss_model(
             and np.ptp(inputs["log_d"]) < FLOOR_SPAN
         )
         skip = ("log_e", "sigma", "nu", *(("log_b_ref",) if floor else ()))
-        centred_data = bool(runs["arch"].value_counts().min() >= CENTRED_MIN_RUNS)
         sampled = {
             key: arch_parameter(
                 key,
                 prior,
                 "pooled" if key in spec.shared else spec.pooling,
                 sign=law.signs.get(key, 1.0),
-                centred=key in spec.centred and centred_data,
+                centred=key in spec.centred,
             )
             for key, prior in priors.items()
             if key not in skip
