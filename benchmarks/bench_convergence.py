@@ -36,6 +36,7 @@ import pandas as pd
 from _results import RESULTS, save_table
 
 from bayes_scaling.datasets import load_dataset
+from bayes_scaling.datasets.loaders import trainer_scaling_runs
 from bayes_scaling.fit import fit
 from bayes_scaling.spec import read_spec
 
@@ -55,19 +56,7 @@ def _small_compute(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scaling_grid(runs: pd.DataFrame) -> pd.DataFrame:
-    """The trainer sweep's scaling runs: its base lr and batch, seed 0, one granularity and
-    expert count per router, the standard eval split (the lr x batch grids are for the
-    hyperparameter laws, the seeds and the G / E variants for the router comparison)."""
-    keep = (
-        (runs["status"] == "finished")
-        & (runs["lr"] == 1e-2)
-        & (runs["batch_tokens"] == 512.0)
-        & (runs["seed"] == 0)
-        & (runs["granularity"] == 1.0)
-        & runs["experts"].isin([1, 8])
-        & (runs["eval_set"] == "python-stdlib-val-262144")
-    )
-    return runs[keep]
+    return trainer_scaling_runs(runs)
 
 
 # The loss hypotheses with an expert count, each fitted on the same routed and trainer data.

@@ -35,6 +35,7 @@ import pandas as pd
 from bayes_scaling.backtest import backtest
 from bayes_scaling.compare import StackedPosterior, compare, loo, stacking_weights
 from bayes_scaling.datasets import load_dataset
+from bayes_scaling.datasets.loaders import trainer_scaling_runs
 from bayes_scaling.fit import fit
 from bayes_scaling.notebook import assert_converged, is_small, sampling
 from bayes_scaling.predict import predict_loss
@@ -129,15 +130,7 @@ assert set(dense.table.index) == set(DENSE)
 
 # %%
 trainer = load_dataset("trainer-cpu")
-trainer = trainer[
-    (trainer["status"] == "finished")
-    & (trainer["lr"] == 1e-2)
-    & (trainer["batch_tokens"] == 512.0)
-    & (trainer["seed"] == 0)
-    & (trainer["granularity"] == 1.0)
-    & trainer["experts"].isin([1, 8])
-    & (trainer["eval_set"] == "python-stdlib-val-262144")
-]
+trainer = trainer_scaling_runs(trainer)
 print(f"{len(trainer)} scaling runs:", trainer["arch"].value_counts().to_dict())
 TRAINER = ["wang2024-pooled", "wang2024"] + ([] if is_small() else ["clark2022"])
 own = compare_on(trainer, TRAINER, cut="n_active", n_cuts=1)

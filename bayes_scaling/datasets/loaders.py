@@ -325,3 +325,20 @@ def load_trainer_cpu() -> pd.DataFrame:
     file = bundled("trainer_cpu_runs.jsonl.gz")
     table = pd.read_json(file, lines=True, dtype={"run_id": str})
     return validate_runs(table, origin=str(file))
+
+
+def trainer_scaling_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The trainer-cpu sweep's scaling runs, the ones a loss law is fitted on: finished runs at
+    the sweep's base lr (1e-2) and batch (512 tokens), seed 0, G = 1, E in {1, 8}, on the
+    standard eval split. The rest of the sweep is lr x batch grids (for the hyperparameter
+    laws), repeated seeds and the G / E variants of the router comparison."""
+    keep = (
+        (runs["status"] == "finished")
+        & (runs["lr"] == 1e-2)
+        & (runs["batch_tokens"] == 512.0)
+        & (runs["seed"] == 0)
+        & (runs["granularity"] == 1.0)
+        & runs["experts"].isin([1, 8])
+        & (runs["eval_set"] == "python-stdlib-val-262144")
+    )
+    return runs[keep]
