@@ -254,7 +254,9 @@ def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.
             return arch[name][cell_arch]
 
         # Cell-level values are centred: a cell of ~100 runs pins its own minimum, centre and
-        # curvature down, which is the regime where the centred form samples well.
+        # curvature down, which is the regime where the centred form samples well. A spec's
+        # ``noncentred`` optima are not: cells of ~40 runs whose optimum sits at the grid's edge
+        # (Step Law's MoE grid) leave a funnel between tau and the centred optima.
         cell_log_loss = pm.Normal(
             "cell_log_loss", min_loss_law(per_cell, covariates), tau["tau_loss"], dims="cell"
         )
@@ -262,7 +264,12 @@ def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.
         centres = {}
         for prefix, terms in (("lr", spec.lr_terms), ("batch", spec.batch_terms)):
             law = centre_law(per_cell, terms, covariates, prefix)
-            centres[prefix] = pm.Normal(f"log_{prefix}_opt", law, tau[f"tau_{prefix}"], dims="cell")
+            name, scale = f"log_{prefix}_opt", tau[f"tau_{prefix}"]
+            if name in spec.noncentred:  # the same model: law + tau * z
+                z = pm.Normal(f"{name}_z", 0.0, 1.0, dims="cell")
+                centres[prefix] = pm.Deterministic(name, law + scale * z, dims="cell")
+            else:
+                centres[prefix] = pm.Normal(name, law, scale, dims="cell")
         curvature = {}
         for name in ("lr", "batch"):
             log_h = pm.Normal(

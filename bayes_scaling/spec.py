@@ -136,7 +136,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "literature_priors": (bool,),
     "off_bowl_above": (int, float),
 }
-_TEXT_LISTS = ("shared", "centred", "lr_terms", "batch_terms")
+_TEXT_LISTS = ("shared", "centred", "noncentred", "lr_terms", "batch_terms")
 
 
 def _check_types(data: dict[str, Any]) -> None:
@@ -252,9 +252,12 @@ _HYPER_KEYS = {
     "lr_terms",
     "batch_terms",
     "off_bowl_above",
+    "noncentred",
     "priors",
     "sampler",
 }
+# Cell-level values of the hyperparameter model that a spec may sample non-centred.
+CELL_VALUES = ("log_lr_opt", "log_batch_opt")
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,9 @@ class HyperSpec:
     grid run whose loss exceeds its cell's best by more than that fraction as off the bowl (see
     :func:`bayes_scaling.hyper_model.flag_off_bowl`): it is listed and left out of the fit.
     ``priors`` override
-    :func:`bayes_scaling.priors.hyper_priors`.
+    :func:`bayes_scaling.priors.hyper_priors`. ``noncentred`` lists cell-level optima
+    (:data:`CELL_VALUES`) sampled as law + tau * z instead of directly (the same model): for
+    cells whose runs pin their optimum down weakly (optima at a grid's edge).
     """
 
     form: str = "steplaw"
@@ -276,6 +281,7 @@ class HyperSpec:
     lr_terms: tuple[str, ...] = ()
     batch_terms: tuple[str, ...] = ()
     off_bowl_above: float = 0.2
+    noncentred: tuple[str, ...] = ()
     priors: dict[str, dict[str, float]] = field(default_factory=dict)
     kind: str = "hyper"
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
@@ -296,6 +302,12 @@ class HyperSpec:
             unknown = sorted(set(getattr(self, key)) - set(HYPER_TERMS))
             if unknown:
                 raise SpecError(f"{key}: unknown term(s) {unknown}; expected some of {HYPER_TERMS}")
+        object.__setattr__(self, "noncentred", tuple(self.noncentred))
+        wrong = sorted(set(self.noncentred) - set(CELL_VALUES))
+        if wrong:
+            raise SpecError(
+                f"noncentred: unknown cell value(s) {wrong}; expected some of {CELL_VALUES}"
+            )
         if not _number(self.off_bowl_above) or not self.off_bowl_above > 0:
             raise SpecError(
                 f"off_bowl_above must be a positive number, not {self.off_bowl_above!r}"

@@ -366,3 +366,29 @@ def test_impossible_planned_cells_are_refused_like_loss_points(
     request = {"n_active": [1e9], "tokens": [1e10], **point}
     with pytest.raises(PredictionError, match=re.escape(fragment)):
         recommend_hyperparameters(grid_posterior, request)
+
+
+def test_non_centred_optima_are_the_same_model_in_other_coordinates() -> None:
+    runs = simulate_grid(seed=4)
+    centred = create_hyper_model(runs, HyperSpec())
+    shifted = create_hyper_model(runs, HyperSpec(noncentred=["log_lr_opt"]))
+    assert "log_lr_opt_z" in {v.name for v in shifted.free_RVs}
+    assert "log_lr_opt" not in {v.name for v in shifted.free_RVs}
+    logp_centred = centred.compile_logp()
+    logp_shifted = shifted.compile_logp()
+    [optimum] = shifted.replace_rvs_by_values([shifted["log_lr_opt"]])
+    lr_opt = shifted.compile_fn(optimum, inputs=shifted.value_vars, on_unused_input="ignore")
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        point = {
+            name: value + rng.normal(0.0, 0.3, np.shape(value))
+            for name, value in shifted.initial_point().items()
+        }
+        values = {k: v for k, v in point.items() if k != "log_lr_opt_z"}
+        values["log_lr_opt"] = lr_opt(point)
+        tau = np.exp(point["tau_lr_log__"])
+        # p(z) = p(x) |dx / dz| with x = law + tau z: one ln tau per cell.
+        expected = logp_centred(values) + len(centred.coords["cell"]) * np.log(tau)
+        assert logp_shifted(point) == pytest.approx(expected, rel=1e-9)
+    with pytest.raises(SpecError, match="noncentred"):
+        HyperSpec(noncentred=["cell_log_loss"])
