@@ -40,18 +40,8 @@ __all__ = [
     "spec_from_json",
 ]
 
-_KEYS = {
-    "name",
-    "description",
-    "kind",
-    "law",
-    "pooling",
-    "shared",
-    "centred",
-    "literature_priors",
-    "priors",
-    "sampler",
-}
+_KEYS = {"name", "description", "kind", "law", "pooling", "shared", "centred",
+         "literature_priors", "priors", "sampler"}  # fmt: skip
 
 
 class SpecError(ValueError):
@@ -97,15 +87,10 @@ class SamplerSettings:
             raise SpecError(
                 f"sampler.target_accept must be a number in [0.5, 1), not {self.target_accept!r}"
             )
-        if self.sampler not in SAMPLERS:
-            raise SpecError(
-                f"sampler.sampler {self.sampler!r} is unknown; expected one of {list(SAMPLERS)}"
-            )
-        if self.adaptation not in ADAPTATIONS:
-            raise SpecError(
-                f"sampler.adaptation {self.adaptation!r} is unknown; "
-                f"expected one of {list(ADAPTATIONS)}"
-            )
+        for name, known in (("sampler", SAMPLERS), ("adaptation", ADAPTATIONS)):
+            if getattr(self, name) not in known:
+                raise SpecError(f"sampler.{name} {getattr(self, name)!r} is unknown; "
+                                f"expected one of {list(known)}")  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: Any) -> SamplerSettings:

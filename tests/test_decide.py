@@ -141,9 +141,21 @@ def test_recommend_objectives_and_constraints(simulated: Posterior) -> None:
 def test_p_moe_better_follows_the_truth(simulated: Posterior) -> None:
     table = moe_vs_dense(simulated, [1e20, 1e22, 1e24], "moe", experts=32.0).summary()
     assert (table["p_moe_better"] > 0.95).all()
-    assert (table["leverage_low_90"] > 1.0).all() and (table["data_gain_low_90"] > 0).all()
-    dense = TRUTH["dense"]
-    assert dense["gamma"] == 0.0  # the truth behind the claim above: MoE gains via gamma
+    # The true data gain (the simulation's coefficients as a one-draw posterior) is ~0.42 of
+    # the tokens: the posterior's median is near it and its 90% interval holds it; inside the
+    # data (C <= 1e22) it is resolved above "no gain". At 1e24, 100x past the largest run, the
+    # interval is wide enough to touch zero on some machines' floating point. (The leverage's
+    # true ~2.5-2.8 is underestimated, ~2.2-1.8: hierarchical pooling shrinks MoE's gamma
+    # toward dense's zero, so only "leverage above 1" is asserted.)
+    truth = published_posterior("experts", {a: TRUTH[a] for a in ("dense", "moe")},
+                                TRUTH["log_e"])  # fmt: skip
+    true = moe_vs_dense(truth, [1e20, 1e22, 1e24], "moe", experts=32.0).summary()
+    gain = true["data_gain_median"]
+    assert np.allclose(table["data_gain_median"], gain, rtol=0.25)
+    assert (table["data_gain_low_90"] <= gain).all() and (gain <= table["data_gain_high_90"]).all()
+    assert (table["leverage_low_90"] > 1.0).all()
+    assert (table["data_gain_low_90"].iloc[:2] > 0).all()
+    assert TRUTH["dense"]["gamma"] == 0.0  # the truth behind the gains: MoE gains via gamma
 
 
 def test_refusals_say_which_constraint(simulated: Posterior) -> None:
