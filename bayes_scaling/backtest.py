@@ -5,9 +5,10 @@ scores. For each cut (a threshold on compute, ``n_active`` or ``tokens``) the hy
 refitted with :func:`bayes_scaling.fit.fit` on the runs at or below it (the compiled model is
 reused: only the data change), and every run above it is scored by
 
-- its **log predictive density** (the model's Student-t on ln loss, averaged over draws);
-- **coverage** of the central 50/80/90% intervals of the expected loss (parameter uncertainty)
-  and of a new run's loss (plus the fitted noise);
+- its **log predictive density** (the model's Student-t on ln loss, averaged over draws, with
+  the extrapolation discrepancy of :mod:`bayes_scaling.discrepancy` integrated out);
+- **coverage** of the central 50/80/90% intervals of the expected loss (parameters and
+  discrepancy) and of a new run's loss (plus the fitted noise);
 - the **interval score** of the new-run intervals (Gneiting & Raftery 2007, eq. 43: width plus
   2 / (1 - p) times the distance by which the observation falls outside; lower is better);
 - the **relative error** of the expected loss' median, and the **extrapolation ratio** of the
@@ -116,21 +117,56 @@ def interval_score(
     )
 
 
+def _marginal_lpd(posterior: Any, held_out: pd.DataFrame, distance: np.ndarray) -> np.ndarray:
+    """Each run's log predictive density with the discrepancy integrated out (the rate's grid
+    mixture of :func:`bayes_scaling.discrepancy.task_log_likelihood`, one run at a time)."""
+    from bayes_scaling.discrepancy import default_rate, task_log_likelihood
+
+    rate = getattr(posterior, "discrepancy", None) or default_rate()
+    log_mean = law_draws(posterior, held_out)
+    sigma, nu = posterior.draws("sigma"), posterior.draws("nu")
+    observed = np.log(held_out["loss"].to_numpy(float))
+    return np.array(
+        [
+            logsumexp(
+                rate.log_weight
+                + task_log_likelihood(
+                    log_mean[:, [j]], sigma, nu, observed[[j]], distance[[j]], rate.kappa
+                )
+            )
+            for j in range(len(held_out))
+        ]
+    )
+
+
 def score_held_out(
     posterior: Any,
     held_out: pd.DataFrame,
     probs: Sequence[float] = PROBS,
     random_seed: int = 0,
+    discrepancy: bool = True,
 ) -> pd.DataFrame:
     """Score ``held_out`` runs under a fitted loss posterior (or a stacked predictive): one row
     per run with ``lpd``, ``predicted`` (median expected loss), ``rel_error``, and per p
-    ``expected_covered_<p>``, ``new_run_covered_<p>``, ``interval_score_<p>`` (new run)."""
-    log_mean = law_draws(posterior, held_out)
+    ``expected_covered_<p>``, ``new_run_covered_<p>``, ``interval_score_<p>`` (new run). The
+    predictive is :func:`bayes_scaling.predict.predict_loss`'s: with the extrapolation
+    discrepancy unless ``discrepancy`` is False."""
+    from bayes_scaling.predict import discrepancy_draws
+
+    log_law = law_draws(posterior, held_out)
     sigma = posterior.draws("sigma")[:, np.newaxis]
     nu = posterior.draws("nu")[:, np.newaxis]
     rng = np.random.default_rng(random_seed)
-    log_new = log_mean + sigma * rng.standard_t(nu, size=log_mean.shape)
-    pointwise = log_likelihood(posterior, held_out)
+    noise = sigma * rng.standard_t(nu, size=log_law.shape)
+    if discrepancy:
+        offset, reach = discrepancy_draws(posterior, held_out, log_law.shape[0], rng)
+        lpd = _marginal_lpd(posterior, held_out, reach["distance"].to_numpy(float))
+    else:
+        offset = np.zeros_like(log_law)
+        pointwise = log_likelihood(posterior, held_out)
+        lpd = logsumexp(pointwise, axis=0) - np.log(pointwise.shape[0])
+    log_mean = log_law + offset
+    log_new = log_mean + noise
     observed = held_out["loss"].to_numpy(float)
     predicted = np.exp(np.median(log_mean, axis=0))
     out = pd.DataFrame(
@@ -140,7 +176,7 @@ def score_held_out(
             "loss": observed,
             "predicted": predicted,
             "rel_error": (predicted - observed) / observed,
-            "lpd": logsumexp(pointwise, axis=0) - np.log(pointwise.shape[0]),
+            "lpd": lpd,
         }
     )
     for prob in probs:

@@ -23,6 +23,7 @@ import xarray as xr
 from arviz_stats.utils import ELPDData
 
 from bayes_scaling.backtest import Backtest, score_held_out, summarize
+from bayes_scaling.discrepancy import DiscrepancyRate
 from bayes_scaling.frontier import ArchLaw, arch_law
 from bayes_scaling.posterior import Posterior
 from bayes_scaling.predict import law_draws
@@ -352,6 +353,18 @@ class StackedPosterior:
         first = next(iter(self.members.values())).spec
         named = ", ".join(f"{n} {w:.2f}" for n, w in self.weights.items() if w > 0)
         return ModelSpec(law=first.law, name=f"stacked ({named})")  # type: ignore[union-attr]
+
+    @property
+    def fitted_runs(self) -> pd.DataFrame:
+        """The members' one run table (what the extrapolation distance is measured from)."""
+        return self.runs
+
+    @property
+    def discrepancy(self) -> DiscrepancyRate | None:
+        """The members' discrepancy rate when they agree (one calibration), else None: the
+        population prior shipped with the package."""
+        rates = [p.discrepancy for p in self.members.values()]
+        return rates[0] if all(r == rates[0] for r in rates) else None
 
     def _join(self, values: dict[str, np.ndarray]) -> np.ndarray:
         return np.concatenate([values[name][i] for name, i in self.picks.items()])[self.order]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pymc as pm
 import xarray as xr
@@ -236,7 +237,27 @@ def fit(
     posterior = Posterior(spec, stored, idata, record, report)
     if isinstance(spec, ModelSpec):
         add_log_likelihood(posterior)
+        _check_noise(posterior, say)
     return posterior
+
+
+# Below 2 degrees of freedom the Student-t noise has no variance: the "noise" is then mostly
+# runs the law does not describe (misfit), not run-to-run variation.
+HEAVY_TAILS_NU = 2.0
+
+
+def _check_noise(posterior: Posterior, say: Callable[[str], None]) -> None:
+    """Warn when the fitted run noise is so heavy-tailed that it absorbs law misfit."""
+    nu = float(np.median(posterior.draws("nu")))
+    if nu < HEAVY_TAILS_NU:
+        message = (
+            f"the run noise's degrees of freedom are {nu:.2g} (median) < {HEAVY_TAILS_NU:g}: "
+            "its tails absorb runs the law does not describe (misfit), not run-to-run noise; "
+            "look at the residuals, compare laws (`bayes-scaling compare`) and trust new-run "
+            "intervals inside the data less"
+        )
+        say(f"warning: {message}")
+        warnings.warn(message, stacklevel=3)
 
 
 def add_log_likelihood(posterior: Posterior) -> Posterior:

@@ -25,6 +25,7 @@ import xarray as xr
 
 from bayes_scaling import __version__
 from bayes_scaling._io import writing
+from bayes_scaling.discrepancy import DiscrepancyRate
 from bayes_scaling.runs import validate_runs
 from bayes_scaling.spec import HyperSpec, ModelSpec, SpecError, spec_from_json
 
@@ -43,6 +44,8 @@ MAX_RHAT = 1.01
 MIN_ESS = 400
 # The file attributes the checksum covers (the checksum itself is stored beside them).
 ATTRIBUTES = ("format", "format_version", "bayes_scaling_version", "spec", "sampler")
+# Covered too when present: the discrepancy rate a calibrated fit learned (JSON).
+OPTIONAL_ATTRIBUTES = ("discrepancy",)
 # The run table's flag of grid runs left out of the hyperparameter fit (far above their cell's
 # best); not a trainer divergence, which the run table marks as ``status = "diverged"``.
 OFF_BOWL = "off_bowl"
@@ -252,6 +255,9 @@ class Posterior:
     idata: xr.DataTree
     sampler: dict[str, Any] = field(default_factory=dict)
     report: ConvergenceReport | None = field(default=None, repr=False, compare=False)
+    # The extrapolation discrepancy's rate learned for this fit (bayes_scaling.calibration);
+    # None: predictions use the population prior shipped with the package.
+    discrepancy: DiscrepancyRate | None = field(default=None, repr=False, compare=False)
 
     def convergence(self) -> ConvergenceReport:
         """The convergence report of this fit (computed once: :func:`bayes_scaling.fit.fit`
@@ -262,13 +268,16 @@ class Posterior:
 
     def _attrs(self) -> dict[str, str]:
         """The identifying attributes (:data:`ATTRIBUTES`) covered by the checksum."""
-        return {
+        attrs = {
             "format": FILE_FORMAT,
             "format_version": str(FORMAT_VERSION),
             "bayes_scaling_version": str(self.idata.attrs.get("bayes_scaling_version", "")),
             "spec": self.spec.to_json(),
             "sampler": json.dumps(self.sampler, sort_keys=True),
         }
+        if self.discrepancy is not None:
+            attrs["discrepancy"] = json.dumps(self.discrepancy.to_dict(), sort_keys=True)
+        return attrs
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write one netCDF file holding the draws, spec, sampler settings, package version,
@@ -326,7 +335,8 @@ class Posterior:
         if missing:
             raise PosteriorFileError(f"{path}: incomplete posterior file, missing {missing}")
         stored = attrs.pop("checksum")
-        if _checksum(tree, {k: attrs[k] for k in ATTRIBUTES}) != stored:
+        covered = [*ATTRIBUTES, *(k for k in OPTIONAL_ATTRIBUTES if k in attrs)]
+        if _checksum(tree, {k: attrs[k] for k in covered}) != stored:
             raise PosteriorFileError(
                 f"{path}: contents do not match the stored checksum; the file was damaged or "
                 "modified after it was written"
@@ -334,7 +344,9 @@ class Posterior:
         try:
             spec = spec_from_json(attrs["spec"])
             sampler = json.loads(attrs["sampler"])
-        except (SpecError, ValueError) as error:
+            rate = attrs.get("discrepancy")
+            discrepancy = DiscrepancyRate.from_dict(json.loads(rate)) if rate else None
+        except (SpecError, ValueError, KeyError, TypeError) as error:
             raise PosteriorFileError(f"{path}: unreadable stored hypothesis ({error})") from error
         try:
             runs = _runs_from_dataset(tree["runs"].to_dataset())
@@ -350,7 +362,7 @@ class Posterior:
             }
         )
         idata.attrs = {"bayes_scaling_version": attrs["bayes_scaling_version"]}
-        return cls(spec, runs, idata, sampler)
+        return cls(spec, runs, idata, sampler, discrepancy=discrepancy)
 
     @property
     def fitted_runs(self) -> pd.DataFrame:

@@ -1,8 +1,11 @@
 """Posterior predictive extrapolation of the loss, with intervals, to any scale.
 
-Two quantities per point: the **expected loss**, the law's value under each posterior draw
-(parameter uncertainty only), and the **loss of a new run**, which adds the fitted Student-t
-noise on the log loss. The law is evaluated with the same functions the PyMC model uses
+Two quantities per point: the **expected loss**, the law's value under each posterior draw plus
+the extrapolation discrepancy (how wrong the law's form may be that far beyond the data,
+:mod:`bayes_scaling.discrepancy`; zero inside the data), and the **loss of a new run**, which
+adds the fitted Student-t noise on the log loss. Each point reports its extrapolation ratio and
+the approximate share of its interval that comes from the parameters, the discrepancy and the
+run noise. The law is evaluated with the same functions the PyMC model uses
 (:mod:`bayes_scaling.laws`), vectorized over draws, so predictions far outside the data (1e25
 FLOPs) cost no recompilation.
 """
@@ -15,7 +18,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from bayes_scaling.intervals import add_intervals
+from bayes_scaling.discrepancy import default_rate, extrapolation, law_axes
+from bayes_scaling.intervals import add_intervals, central_interval
 from bayes_scaling.laws import LAWS, log_inputs
 from bayes_scaling.points import PredictionError, check_points, pick_labels
 from bayes_scaling.posterior import Posterior
@@ -24,6 +28,7 @@ from bayes_scaling.spec import ModelSpec
 __all__ = [
     "LossPrediction",
     "PredictionError",
+    "discrepancy_draws",
     "law_draws",
     "log_likelihood",
     "predict_loss",
@@ -87,11 +92,36 @@ def log_likelihood(posterior: Posterior, runs: pd.DataFrame) -> np.ndarray:
     return np.asarray(student_t.logpdf(observed, df=nu, loc=mean, scale=sigma))
 
 
+def discrepancy_draws(
+    posterior: Posterior, frame: pd.DataFrame, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """The discrepancy b * e(x) in ln loss per draw and point, shape (size, point), and the
+    points' extrapolation (:func:`bayes_scaling.discrepancy.extrapolation`). The rate is the
+    posterior's own (a calibrated fit) or the population prior shipped with the package."""
+    axes = law_axes(posterior.spec.law)  # type: ignore[union-attr]
+    reach = extrapolation(posterior.fitted_runs, frame, axes)
+    rate = getattr(posterior, "discrepancy", None) or default_rate()
+    slopes = rate.slopes(size, rng)
+    return slopes[:, np.newaxis] * reach["distance"].to_numpy(float)[np.newaxis, :], reach
+
+
+def _shares(parts: dict[str, np.ndarray], prob: float) -> dict[str, np.ndarray]:
+    """Approximate share of a point's interval from each independent part: the squared width of
+    the part's own central interval over the sum of the parts' squared widths."""
+    widths = {name: np.subtract(*central_interval(v, prob)[::-1]) ** 2 for name, v in parts.items()}
+    total = sum(widths.values())
+    return {
+        name: np.where(total > 0, w / np.where(total > 0, total, 1.0), 0.0)
+        for name, w in widths.items()
+    }
+
+
 def predict_loss(
     posterior: Posterior,
     points: pd.DataFrame | dict[str, object],
     probs: Sequence[float] = (0.5, 0.9),
     random_seed: int = 0,
+    discrepancy: bool = True,
 ) -> pd.DataFrame:
     """Expected loss and new-run loss at each point, with central intervals.
 
@@ -105,36 +135,55 @@ def predict_loss(
     probs
         Central interval probabilities, e.g. 0.9 gives the 5% and 95% quantiles.
     random_seed
-        Seed of the new-run noise draws.
+        Seed of the discrepancy and new-run noise draws.
+    discrepancy
+        Add the extrapolation discrepancy (default). ``False`` gives the law's parameter
+        uncertainty alone (and the noise for a new run): intervals that are too narrow beyond
+        the data, kept for comparison.
 
     Returns
     -------
     pandas.DataFrame
         One row per point: the request, ``loss_median``, ``loss_mean`` and for each p
         ``loss_low_<p>`` / ``loss_high_<p>`` (expected loss) and ``new_run_low_<p>`` /
-        ``new_run_high_<p>`` (a new run), with p in percent.
+        ``new_run_high_<p>`` (a new run), with p in percent; ``extrapolation`` (how many times
+        beyond the fitted runs the point lies, 1 inside them) and ``share_parameters``,
+        ``share_discrepancy``, ``share_noise`` (of the widest new-run interval).
     """
     for prob in probs:
         if not 0.0 < prob < 1.0:
             raise PredictionError(f"interval probability {prob} must lie strictly in (0, 1)")
     frame = _points_frame(points, posterior)
-    log_mean = law_draws(posterior, frame)
+    log_law = law_draws(posterior, frame)
     rng = np.random.default_rng(random_seed)
     sigma = _draws(posterior, "sigma")[:, np.newaxis]
     nu = _draws(posterior, "nu")[:, np.newaxis]
-    log_new = log_mean + sigma * rng.standard_t(nu, size=log_mean.shape)
+    noise = sigma * rng.standard_t(nu, size=log_law.shape)
+    if discrepancy:
+        offset, reach = discrepancy_draws(posterior, frame, log_law.shape[0], rng)
+    else:
+        offset, reach = np.zeros_like(log_law), pd.DataFrame({"ratio": np.ones(len(frame))})
+    log_mean = log_law + offset
+    log_new = log_mean + noise
     out = frame[["arch", "eval_set", "n_active", "tokens", "flops", "experts"]].copy()
     add_intervals(out, "loss", log_mean, probs, transform=np.exp)
     out["loss_mean"] = np.exp(log_mean).mean(axis=0)
     new_run = pd.DataFrame(index=out.index)
     add_intervals(new_run, "new_run", log_new, probs, transform=np.exp)
-    return pd.concat([out, new_run.drop(columns="new_run_median")], axis=1)
+    out = pd.concat([out, new_run.drop(columns="new_run_median")], axis=1)
+    out["extrapolation"] = reach["ratio"].to_numpy(float)
+    parts = {"parameters": log_law, "discrepancy": offset, "noise": noise}
+    for name, share in _shares(parts, max(probs)).items():
+        out[f"share_{name}"] = share
+    return out
 
 
 @dataclass(frozen=True)
 class LossPrediction:
-    """The predicted loss at one point: expected loss (parameter uncertainty) and a new run's
-    loss (plus the fitted noise), each as a median and a central ``prob`` interval."""
+    """The predicted loss at one point: expected loss (parameters and discrepancy) and a new
+    run's loss (plus the fitted noise), each as a median and a central ``prob`` interval; how
+    far beyond the fitted runs the point lies (``extrapolation``, 1 inside them) and the share
+    of the new-run interval from the parameters, the discrepancy and the run noise."""
 
     arch: str
     eval_set: str
@@ -146,6 +195,8 @@ class LossPrediction:
     loss_median: float
     loss_interval: tuple[float, float]
     new_run_interval: tuple[float, float]
+    extrapolation: float = 1.0
+    shares: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -176,4 +227,6 @@ def predict_point(
             float(first[f"new_run_low_{label}"]),
             float(first[f"new_run_high_{label}"]),
         ),
+        extrapolation=float(first["extrapolation"]),
+        shares={k: float(first[f"share_{k}"]) for k in ("parameters", "discrepancy", "noise")},
     )

@@ -154,7 +154,11 @@ far = pd.DataFrame(
 far_table = predict_loss(deepmind, far, probs=(0.9,))
 print(far_table.round(4).to_string(index=False))
 assert (far_table["loss_low_90"] < far_table["loss_median"]).all()
-assert (far_table["new_run_high_90"] >= far_table["loss_high_90"]).all()
+# 10x beyond the data the discrepancy dominates both intervals; the run noise widens the new-run
+# one (to within the Monte Carlo error of the draws' tail quantiles).
+new_width = far_table["new_run_high_90"] / far_table["new_run_low_90"]
+assert (new_width >= 0.99 * far_table["loss_high_90"] / far_table["loss_low_90"]).all()
+assert (far_table["extrapolation"] > 5).all()
 
 # %% [markdown]
 # ## 4. Chinchilla: the dense law against Epoch AI's refit

@@ -78,10 +78,16 @@ def test_high_pareto_k_is_warned_with_the_runs_and_advice(fitted) -> None:  # ty
 def test_stacked_predictive_mixes_members_by_weight(fitted) -> None:  # type: ignore[no-untyped-def]
     points = {"n_active": [3e10, 1e8], "tokens": [6e11, 2e9]}
     only = StackedPosterior(fitted, {"chinchilla": 1.0, "kaplan": 0.0})
-    alone = predict_loss(fitted["chinchilla"], points)
-    stacked = predict_loss(only, points)
+    # The law's draws alone: the same draws in another order, so the same quantiles.
+    alone = predict_loss(fitted["chinchilla"], points, discrepancy=False)
+    stacked = predict_loss(only, points, discrepancy=False)
     assert np.allclose(stacked["loss_median"], alone["loss_median"])
     assert np.allclose(stacked["loss_high_90"], alone["loss_high_90"])
+    # With the discrepancy the slopes pair with other draws: equal to Monte Carlo error.
+    alone = predict_loss(fitted["chinchilla"], points)
+    stacked = predict_loss(only, points)
+    assert np.allclose(stacked["loss_high_90"], alone["loss_high_90"], rtol=0.01)
+    assert np.allclose(stacked["extrapolation"], alone["extrapolation"])
     mixed = StackedPosterior(fitted, {"chinchilla": 0.25, "kaplan": 0.75}, random_seed=1)
     assert {k: len(v) for k, v in mixed.picks.items()} == {"chinchilla": 75, "kaplan": 225}
     draws = law_draws(mixed, points)

@@ -62,6 +62,20 @@ def fit_command(
         typer.Option(help="Times to resample with doubled warm-up when the check fails."),
     ] = None,
     strict: Annotated[bool, typer.Option(help="Exit 2 when the convergence check fails.")] = False,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Learn the extrapolation discrepancy's rate from a backtest inside these runs "
+            "(one more fit), on top of the population prior."
+        ),
+    ] = False,
+    calibrate_cut: Annotated[
+        str,
+        typer.Option(
+            help="Direction of the calibration backtest: compute, n_active or tokens (the "
+            "direction you will extrapolate)."
+        ),
+    ] = "compute",
 ) -> None:
     """Fit a hypothesis to runs; print the convergence check and save the posterior.
 
@@ -89,6 +103,8 @@ def fit_command(
             raise named(error, origin) from error
         except MissingColumnError as error:
             raise fail(f"{origin}: {error}") from error
+        if calibrate:
+            _calibrate(posterior, seed, calibrate_cut)
         posterior.save(out)
     except (SpecError, RunTableError, MissingColumnError, OutputPathError) as error:
         raise fail(str(error)) from error
@@ -119,6 +135,19 @@ def fit_command(
     typer.echo(f"saved {out} ({fitted} runs, {what}, pooling {spec.pooling})")
     if strict and not report.ok:
         raise typer.Exit(code=2)
+
+
+def _calibrate(posterior: Any, seed: int, cut: str) -> None:
+    """``fit --calibrate``: the within-data update of the discrepancy's rate, or exit 1."""
+    from bayes_scaling.calibration import CalibrationError, calibrate
+    from bayes_scaling.discrepancy import default_rate
+
+    typer.echo(default_rate().describe())
+    try:
+        rate = calibrate(posterior, cut=cut, random_seed=seed, log=typer.echo)
+    except CalibrationError as error:
+        raise fail(str(error)) from error
+    typer.echo(rate.describe())
 
 
 @app.command("predict")
@@ -169,6 +198,11 @@ def predict_command(
             f"{prediction.arch} N={n_active:.3g} D={tokens:.3g} E={experts:g} "
             f"C={prediction.flops:.3g}: expected loss {prediction.loss_median:.4f} "
             f"[{low:.4f}, {high:.4f}] ({label}%); a new run [{new_low:.4f}, {new_high:.4f}]"
+        )
+        shares = prediction.shares or {}
+        typer.echo(
+            f"  {prediction.extrapolation:.3g}x beyond the fitted runs; the new-run interval "
+            + ", ".join(f"{100 * v:.0f}% {k}" for k, v in shares.items())
         )
     if plot is not None:
         from bayes_scaling.plots import plot_loss_vs_compute
