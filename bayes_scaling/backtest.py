@@ -118,24 +118,19 @@ def interval_score(
 
 
 def _marginal_lpd(posterior: Any, held_out: pd.DataFrame, distance: np.ndarray) -> np.ndarray:
-    """Each run's log predictive density with the discrepancy integrated out (the rate's grid
-    mixture of :func:`bayes_scaling.discrepancy.task_log_likelihood`, one run at a time)."""
-    from bayes_scaling.discrepancy import default_rate, task_log_likelihood
+    """Each run's log predictive density with the discrepancy integrated out
+    (:func:`bayes_scaling.discrepancy.pointwise_log_density`)."""
+    from bayes_scaling.discrepancy import default_rate, pointwise_log_density
 
     rate = getattr(posterior, "discrepancy", None) or default_rate()
-    log_mean = law_draws(posterior, held_out)
-    sigma, nu = posterior.draws("sigma"), posterior.draws("nu")
     observed = np.log(held_out["loss"].to_numpy(float))
-    return np.array(
-        [
-            logsumexp(
-                rate.log_weight
-                + task_log_likelihood(
-                    log_mean[:, [j]], sigma, nu, observed[[j]], distance[[j]], rate.kappa
-                )
-            )
-            for j in range(len(held_out))
-        ]
+    return pointwise_log_density(
+        law_draws(posterior, held_out),
+        posterior.draws("sigma"),
+        posterior.draws("nu"),
+        observed,
+        distance,
+        rate,
     )
 
 

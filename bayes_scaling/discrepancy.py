@@ -39,6 +39,7 @@ __all__ = [
     "default_rate",
     "extrapolation",
     "law_axes",
+    "pointwise_log_density",
     "population_rate",
     "task_log_likelihood",
 ]
@@ -178,6 +179,47 @@ def task_log_likelihood(
         residual, np.asarray(sigma, float)[::step], np.asarray(nu, float)[::step], distance
     )
     return _integrate_slope(slope_ll, np.asarray(kappa, float))
+
+
+def pointwise_log_density(
+    log_mean: np.ndarray,
+    sigma: np.ndarray,
+    nu: np.ndarray,
+    observed: np.ndarray,
+    distance: np.ndarray,
+    rate: DiscrepancyRate,
+    max_draws: int = 400,
+    chunk: int = 64,
+) -> np.ndarray:
+    """Each run's own log predictive density, (run,), with its slope b and the rate integrated
+    out (one run at a time: the density a backtest scores pointwise). Runs inside the data
+    (distance 0) get the law's mixture over draws directly."""
+    step = max(1, np.asarray(log_mean).shape[0] // max_draws)
+    residual = np.asarray(observed, float)[None, :] - np.asarray(log_mean, float)[::step]
+    sigma, nu = np.asarray(sigma, float)[::step, None], np.asarray(nu, float)[::step, None]
+    draws = residual.shape[0]
+    out = logsumexp(_student_t_logpdf(residual, nu, sigma), axis=0) - math.log(draws)
+    outside = np.flatnonzero(np.asarray(distance) > 0)
+    if outside.size == 0:
+        return out
+    slope_ll = np.empty((B_GRID.size, outside.size))  # ln p(run | b), (b, run)
+    for start in range(0, B_GRID.size, chunk):
+        b = B_GRID[start : start + chunk, None, None]
+        shifted = residual[None, :, outside] - b * np.asarray(distance)[None, None, outside]
+        per_draw = _student_t_logpdf(shifted, nu[None], sigma[None])
+        slope_ll[start : start + chunk] = logsumexp(per_draw, axis=1) - math.log(draws)
+    log_widths = np.log(np.gradient(B_GRID))
+    centre = int(np.flatnonzero(B_GRID == 0.0)[0])
+    per_kappa = np.empty((rate.kappa.size, outside.size))
+    for index, scale in enumerate(rate.kappa):
+        if scale <= 0.0:
+            per_kappa[index] = slope_ll[centre]
+            continue
+        log_prior = -0.5 * (B_GRID / scale) ** 2 + log_widths
+        log_prior -= logsumexp(log_prior)
+        per_kappa[index] = logsumexp(slope_ll + log_prior[:, None], axis=0)
+    out[outside] = logsumexp(per_kappa + rate.log_weight[:, None], axis=0)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
