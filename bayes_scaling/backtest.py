@@ -40,6 +40,7 @@ __all__ = [
     "BacktestError",
     "backtest",
     "cut_thresholds",
+    "marginal_lpd",
     "score_held_out",
     "split_at",
 ]
@@ -117,19 +118,27 @@ def interval_score(
     )
 
 
-def _marginal_lpd(posterior: Any, held_out: pd.DataFrame, distance: np.ndarray) -> np.ndarray:
+def marginal_lpd(posterior: Any, held_out: pd.DataFrame) -> np.ndarray:
     """Each run's log predictive density with the discrepancy integrated out
-    (:func:`bayes_scaling.discrepancy.pointwise_log_density`)."""
-    from bayes_scaling.discrepancy import default_rate, pointwise_log_density
+    (:func:`bayes_scaling.discrepancy.pointwise_log_density`), at the posterior's own rate and
+    its law's extrapolation distance; a stacked predictive gives its members' mixture."""
+    from bayes_scaling.discrepancy import (
+        default_rate,
+        extrapolation,
+        law_axes,
+        pointwise_log_density,
+    )
 
+    if hasattr(posterior, "log_density"):  # a stacked predictive
+        return posterior.log_density(held_out)
     rate = getattr(posterior, "discrepancy", None) or default_rate()
-    observed = np.log(held_out["loss"].to_numpy(float))
+    reach = extrapolation(posterior.fitted_runs, held_out, law_axes(posterior.spec.law))
     return pointwise_log_density(
         law_draws(posterior, held_out),
         posterior.draws("sigma"),
         posterior.draws("nu"),
-        observed,
-        distance,
+        np.log(held_out["loss"].to_numpy(float)),
+        reach["distance"].to_numpy(float),
         rate,
     )
 
@@ -154,8 +163,8 @@ def score_held_out(
     rng = np.random.default_rng(random_seed)
     noise = sigma * rng.standard_t(nu, size=log_law.shape)
     if discrepancy:
-        offset, reach = discrepancy_draws(posterior, held_out, log_law.shape[0], rng)
-        lpd = _marginal_lpd(posterior, held_out, reach["distance"].to_numpy(float))
+        offset, _ = discrepancy_draws(posterior, held_out, log_law.shape[0], rng)
+        lpd = marginal_lpd(posterior, held_out)
     else:
         offset = np.zeros_like(log_law)
         pointwise = log_likelihood(posterior, held_out)
@@ -268,6 +277,7 @@ def backtest(
     probs: Sequence[float] = PROBS,
     random_seed: int = 0,
     log: Callable[[str], None] | None = None,
+    calibrated: bool = False,
     **settings: Any,
 ) -> Backtest:
     """Refit ``spec`` below each cut and score the runs above it.
@@ -287,11 +297,16 @@ def backtest(
         Interval probabilities scored.
     random_seed, log, **settings
         Passed to :func:`bayes_scaling.fit.fit` (sampler overrides such as ``draws``).
+    calibrated
+        Calibrate each refit's discrepancy rate by a backtest inside its own runs along ``cut``
+        (:func:`bayes_scaling.calibration.calibrate`: one more refit per cut), as
+        ``fit --calibrate`` does, so the scores are those of the calibrated predictive.
 
     Returns
     -------
     Backtest
     """
+    from bayes_scaling.calibration import calibrate
     from bayes_scaling.fit import fit
 
     if not isinstance(spec, ModelSpec):
@@ -305,6 +320,8 @@ def backtest(
         fitted, held, unseen = split_at(runs, cut, float(threshold))
         say(f"{spec.name or spec.law}: fit {len(fitted)} runs with {column} <= {threshold:.4g}")
         posterior = fit(fitted, spec, random_seed=random_seed, progressbar=False, **settings)
+        if calibrated:
+            calibrate(posterior, cut=cut, random_seed=random_seed, log=log, **settings)
         scores = score_held_out(posterior, held, probs, random_seed)
         top = float(fitted[column].max())
         frames.append(_stamp(scores, held, column, float(threshold), top))

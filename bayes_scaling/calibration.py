@@ -167,6 +167,7 @@ def calibrate(
     found = within_data(
         posterior.fitted_runs, posterior.spec, cut, fractions, random_seed, log, **settings
     )
+    posterior.within[(cut, tuple(fractions))] = found
     for item in found:
         total += item.log_likelihood(start.kappa)
     label = f"{start.source}, updated by {len(fractions)} within-data backtest(s) by {cut}"

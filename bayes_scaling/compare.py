@@ -19,15 +19,20 @@ from typing import Any
 import arviz as az
 import numpy as np
 import pandas as pd
-import xarray as xr
 from arviz_stats.utils import ELPDData
 
 from bayes_scaling.backtest import Backtest, score_held_out, summarize
-from bayes_scaling.discrepancy import DiscrepancyRate
-from bayes_scaling.frontier import ArchLaw, arch_law
 from bayes_scaling.posterior import Posterior
-from bayes_scaling.predict import law_draws
 from bayes_scaling.spec import ModelSpec
+from bayes_scaling.stacking import (
+    MAX_PARETO_K,
+    CompareError,
+    StackedPosterior,
+    check_same_runs,
+    elpd_data,
+    extrapolation_weights,
+    stacking_weights,
+)
 
 __all__ = [
     "MAX_PARETO_K",
@@ -37,50 +42,8 @@ __all__ = [
     "compare",
     "loo",
     "stacked_backtest",
+    "stacking_weights",
 ]
-
-# Vehtari et al. 2024 (Pareto smoothed importance sampling, JMLR 25(72)): above 0.7 the
-# importance-sampling estimate of a run's LOO density is unreliable.
-MAX_PARETO_K = 0.7
-_SAME = ("run_id", "arch", "n_active", "tokens", "loss")
-
-
-class CompareError(ValueError):
-    """Hypotheses that cannot be compared: posteriors of different run tables, a
-    hyperparameter posterior, unknown or invalid weights; the message says which and why."""
-
-
-def check_same_runs(posteriors: Mapping[str, Any]) -> pd.DataFrame:
-    """The run table every posterior was fitted on, or :class:`CompareError` naming the first
-    pair that differs and how (number of runs, run ids, or values of a column)."""
-    if not posteriors:
-        raise CompareError("nothing to compare: no posteriors given")
-    names = list(posteriors)
-    first = posteriors[names[0]].runs
-    for name in names:
-        if not isinstance(posteriors[name].spec, ModelSpec):
-            raise CompareError(f"{name}: a hyperparameter posterior; compare scores loss laws")
-    for name in names[1:]:
-        runs = posteriors[name].runs
-        why = None
-        if len(runs) != len(first):
-            why = f"{len(first)} runs vs {len(runs)}"
-        else:
-            for column in _SAME:
-                left, right = first[column].to_numpy(), runs[column].to_numpy()
-                if column in ("run_id", "arch"):
-                    same = (left.astype(str) == right.astype(str)).all()
-                else:
-                    same = np.allclose(left.astype(float), right.astype(float), rtol=1e-12)
-                if not same:
-                    why = f"column {column!r} differs"
-                    break
-        if why:
-            raise CompareError(
-                f"{names[0]} and {name} were fitted on different run tables ({why}); scores "
-                "are comparable only on the same runs: fit every hypothesis on one table"
-            )
-    return first
 
 
 def loo(posterior: Posterior) -> ELPDData:
@@ -99,32 +62,6 @@ def _high_k(result: ELPDData) -> list[str]:
     return [str(run) for run in k["run"].to_numpy()[k.to_numpy() > MAX_PARETO_K]]
 
 
-def _elpd(values: np.ndarray, samples: int) -> ELPDData:
-    """Held-out log densities as an ELPDData, so ``az.compare`` stacks them."""
-    n = len(values)
-    return ELPDData(
-        elpd=float(values.sum()),
-        se=float(np.sqrt(n * np.var(values))),
-        p=0.0,
-        n_samples=samples,
-        n_data_points=n,
-        scale="log",
-        warning=False,
-        good_k=MAX_PARETO_K,
-        elpd_i=xr.DataArray(values, dims="point"),
-    )
-
-
-def stacking_weights(elpds: Mapping[str, ELPDData]) -> dict[str, float]:
-    """Stacking weights (``az.compare(method="stacking")``); one hypothesis gets weight 1."""
-    if len(elpds) == 1:
-        return {name: 1.0 for name in elpds}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = az.compare(dict(elpds), method="stacking", round_to="none")
-    return {name: float(table.loc[name, "weight"]) for name in elpds}
-
-
 @dataclass
 class Comparison:
     """A table over hypotheses (``table``, one row each, best LOO first) and the posteriors,
@@ -136,12 +73,19 @@ class Comparison:
     backtests: dict[str, Backtest] = field(default_factory=dict, repr=False)
     warnings: list[str] = field(default_factory=list)
     stacked_scores: dict[str, float] | None = None
+    stacked_by: str = "loo"
 
     def weights(self, by: str = "loo") -> dict[str, float]:
-        """Stacking weights from ``"loo"`` or from the ``"backtest"`` held-out densities."""
-        column = {"loo": "weight_loo", "backtest": "weight_backtest"}.get(by)
+        """Stacking weights: ``"loo"``, ``"extrapolation"`` (within-data backtests of the
+        fitted runs, :func:`~bayes_scaling.stacking.extrapolation_weights`; when
+        :func:`compare` was given ``extrapolation_cut``) or ``"backtest"`` (the backtests'
+        held-out densities: a score of the hypotheses, not weights to predict with)."""
+        column = {s: f"weight_{s}" for s in ("loo", "extrapolation", "backtest")}.get(by)
         if column is None or column not in self.table:
-            raise CompareError(f"no weights {by!r}; expected 'loo' or 'backtest' (with backtests)")
+            raise CompareError(
+                f"no weights {by!r}; expected 'loo', 'extrapolation' (compare(..., "
+                "extrapolation_cut=...)) or 'backtest' (with backtests)"
+            )
         return {str(k): float(v) for k, v in self.table[column].items()}
 
     def stacked(self, by: str = "loo", random_seed: int = 0) -> StackedPosterior:
@@ -155,6 +99,7 @@ class Comparison:
             "hypotheses": records,
             "warnings": self.warnings,
             "stacked_backtest": self.stacked_scores,
+            "stacked_by": self.stacked_by,
         }
 
 
@@ -175,7 +120,7 @@ def _backtest_columns(backtests: Mapping[str, Backtest]) -> pd.DataFrame:
     rows = {name: summarize(b.scores, b.probs) for name, b in backtests.items()}
     out = pd.DataFrame(rows).T.add_prefix("backtest_")
     samples = {name: b.scores.shape[0] for name, b in backtests.items()}
-    elpds = {n: _elpd(b.scores["lpd"].to_numpy(), samples[n]) for n, b in backtests.items()}
+    elpds = {n: elpd_data(b.scores["lpd"].to_numpy(), samples[n]) for n, b in backtests.items()}
     out["weight_backtest"] = pd.Series(stacking_weights(elpds))
     return out
 
@@ -183,6 +128,9 @@ def _backtest_columns(backtests: Mapping[str, Backtest]) -> pd.DataFrame:
 def compare(
     posteriors: Mapping[str, Posterior] | Sequence[Posterior],
     backtests: Mapping[str, Backtest] | None = None,
+    extrapolation_cut: str | None = None,
+    random_seed: int = 0,
+    **settings: Any,
 ) -> Comparison:
     """Compare loss hypotheses fitted on the same run table.
 
@@ -192,13 +140,20 @@ def compare(
         Named posteriors (a sequence is named by each spec's ``name``).
     backtests
         Optional backtests of the same hypotheses (same names, cut and thresholds).
+    extrapolation_cut
+        With a cut (``compute``, ``n_active`` or ``tokens``), also stack for extrapolation:
+        ``weight_extrapolation`` from backtests inside the fitted runs
+        (:func:`~bayes_scaling.stacking.extrapolation_weights`, one refit per hypothesis with
+        ``random_seed`` and ``settings``), and the stacked backtest uses those weights at each
+        cut. Otherwise the stacked backtest stacks each cut's refits by LOO.
 
     Returns
     -------
     Comparison
         ``table`` columns: ``law``, ``pooling``, ``shared``, ``elpd_loo``, ``se``, ``p_loo``,
         ``elpd_diff``, ``dse``, ``high_pareto_k`` (runs above 0.7), ``weight_loo``, and with
-        backtests ``backtest_*`` scores and ``weight_backtest``.
+        backtests ``backtest_*`` scores and ``weight_backtest``; ``stacked_scores`` the
+        stacked predictive's backtest summary, weighted as ``stacked_by`` says.
     """
     if not isinstance(posteriors, Mapping):
         posteriors = {p.spec.name or getattr(p.spec, "law", "?"): p for p in posteriors}
@@ -240,27 +195,47 @@ def compare(
             "weight_loo": ranked["weight"],
         }
     )
+    by = "loo"
+    if extrapolation_cut is not None:
+        by = "extrapolation"
+        weights, _ = extrapolation_weights(
+            posteriors, extrapolation_cut, random_seed=random_seed, **settings
+        )
+        table["weight_extrapolation"] = pd.Series(weights)
     stacked_scores = None
     if backtests:
         missing = sorted(set(posteriors) - set(backtests))
         if missing:
             raise CompareError(f"no backtest for {missing}; backtest every hypothesis or none")
         table = table.join(_backtest_columns({n: backtests[n] for n in posteriors}))
-        stacked_scores = summarize(stacked_backtest({n: backtests[n] for n in posteriors}))
+        chosen = {n: backtests[n] for n in posteriors}
+        stacked_scores = summarize(stacked_backtest(chosen, by, random_seed, **settings))
     table = table.sort_values("elpd_loo", ascending=False)
     table.index.name = "hypothesis"
-    return Comparison(table, posteriors, results, dict(backtests or {}), notes, stacked_scores)
+    return Comparison(table, posteriors, results, dict(backtests or {}), notes, stacked_scores, by)
 
 
-def stacked_backtest(backtests: Mapping[str, Backtest], random_seed: int = 0) -> pd.DataFrame:
+def stacked_backtest(
+    backtests: Mapping[str, Backtest],
+    by: str = "loo",
+    random_seed: int = 0,
+    **settings: Any,
+) -> pd.DataFrame:
     """Backtest of the stacked predictive, honestly: at each cut, the hypotheses' refits are
-    stacked with LOO weights computed on the fitted runs only, and the mixture is scored on
-    the runs above the cut (columns as :attr:`Backtest.scores`)."""
+    stacked with weights computed on the fitted runs only (``by``: ``"loo"``, or
+    ``"extrapolation"``: within-data backtests of those runs along the backtest's own cut,
+    one more refit per hypothesis and cut), and the mixture is scored on the runs above the
+    cut (columns as :attr:`Backtest.scores`)."""
+    if by not in ("loo", "extrapolation"):
+        raise CompareError(f"stacked backtest weights by {by!r}; expected loo or extrapolation")
     first = next(iter(backtests.values()))
     frames = []
     for threshold in first.thresholds:
         fits = {name: b.fits[threshold] for name, b in backtests.items()}
-        weights = stacking_weights({name: loo(p) for name, p in fits.items()})
+        if by == "loo":
+            weights = stacking_weights({name: loo(p) for name, p in fits.items()})
+        else:
+            weights, _ = extrapolation_weights(fits, first.cut, random_seed=random_seed, **settings)
         rows = first.scores[first.scores["threshold"] == threshold]
         held = first.held_out[threshold]
         mixture = StackedPosterior(fits, weights, random_seed)
@@ -273,122 +248,3 @@ def stacked_backtest(backtests: Mapping[str, Backtest], random_seed: int = 0) ->
             )
         )
     return pd.concat(frames, ignore_index=True)
-
-
-@dataclass(frozen=True)
-class _MixtureLaw(ArchLaw):
-    """One arch's law under a stacked predictive: each member's draws, in the mixture's
-    order (:class:`StackedPosterior`), so any prefix of draws is a mixture too."""
-
-    parts: tuple[tuple[ArchLaw, np.ndarray], ...] = ()
-    order: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
-
-    @property
-    def draws(self) -> int:
-        return len(self.order)
-
-    def _join(self, values: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(values, axis=0)[self.order]
-
-    def log_loss(self, log_n: Any, log_d: Any, experts: Any = 1.0, granularity: Any = 1.0):
-        return self._join(
-            [part.log_loss(log_n, log_d, experts, granularity)[i] for part, i in self.parts]
-        )
-
-    def check_target(self, target: float | None) -> None:
-        for part, _ in self.parts:
-            part.check_target(target)
-
-    def optimum(self, log_flops: Any, experts: float = 1.0, granularity: float = 1.0):
-        results = [part.optimum(log_flops, experts, granularity) for part, _ in self.parts]
-        return tuple(
-            self._join([r[k][i] for r, (_, i) in zip(results, self.parts, strict=True)])
-            for k in range(3)
-        )
-
-
-@dataclass
-class StackedPosterior:
-    """The stacked predictive: a mixture of loss posteriors fitted on one run table.
-
-    Each member contributes draws in proportion to its weight (largest remainder over as many
-    draws as the largest member has; a member's draws are resampled, with replacement only
-    when it needs more than it has), in one fixed shuffled order, so the expected loss, the
-    noise and any prefix of draws all come from the same mixture. ``predict_loss``,
-    ``law_draws`` and ``recommend`` accept it like a :class:`~bayes_scaling.posterior.Posterior`.
-    """
-
-    members: dict[str, Posterior]
-    weights: dict[str, float]
-    random_seed: int = 0
-    picks: dict[str, np.ndarray] = field(init=False, repr=False)
-    order: np.ndarray = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.runs = check_same_runs(self.members)
-        unknown = sorted(set(self.weights) - set(self.members))
-        values = np.array([self.weights.get(name, 0.0) for name in self.members], dtype=float)
-        if unknown or not np.all(np.isfinite(values)) or (values < 0).any() or values.sum() <= 0:
-            raise CompareError(
-                f"stacking weights must be non-negative numbers for {list(self.members)}, "
-                f"not {self.weights}"
-            )
-        values = values / values.sum()
-        sizes = {name: p.draws("sigma").shape[0] for name, p in self.members.items()}
-        total = max(sizes.values())
-        counts = np.floor(values * total).astype(int)
-        remainder = np.argsort(-(values * total - counts))[: total - counts.sum()]
-        counts[remainder] += 1
-        rng = np.random.default_rng(self.random_seed)
-        self.picks = {
-            name: rng.choice(sizes[name], count, replace=count > sizes[name])
-            for (name, count) in zip(self.members, counts, strict=True)
-            if count > 0
-        }
-        self.order = rng.permutation(total)
-
-    @property
-    def spec(self) -> ModelSpec:
-        """A label for output: the first member's spec named after the mixture."""
-        first = next(iter(self.members.values())).spec
-        named = ", ".join(f"{n} {w:.2f}" for n, w in self.weights.items() if w > 0)
-        return ModelSpec(law=first.law, name=f"stacked ({named})")  # type: ignore[union-attr]
-
-    @property
-    def fitted_runs(self) -> pd.DataFrame:
-        """The members' one run table (what the extrapolation distance is measured from)."""
-        return self.runs
-
-    @property
-    def discrepancy(self) -> DiscrepancyRate | None:
-        """The members' discrepancy rate when they agree (one calibration), else None: the
-        population prior shipped with the package."""
-        rates = [p.discrepancy for p in self.members.values()]
-        return rates[0] if all(r == rates[0] for r in rates) else None
-
-    def _join(self, values: dict[str, np.ndarray]) -> np.ndarray:
-        return np.concatenate([values[name][i] for name, i in self.picks.items()])[self.order]
-
-    def draws(self, name: str) -> np.ndarray:
-        """A variable every member has with the same meaning: ``sigma`` or ``nu``."""
-        if name not in ("sigma", "nu"):
-            raise CompareError(f"a stacked predictive has no common variable {name!r}")
-        return self._join({n: self.members[n].draws(name) for n in self.picks})
-
-    def log_loss_draws(self, points: pd.DataFrame) -> np.ndarray:
-        """ln expected loss at each point per mixture draw, shape (sample, point)."""
-        return self._join({n: law_draws(self.members[n], points) for n in self.picks})
-
-    def arch_law(
-        self, arch: str | None = None, eval_set: str | None = None, max_draws: int | None = None
-    ) -> ArchLaw:
-        """One arch's law per mixture draw (what ``recommend`` and the frontier evaluate)."""
-        laws = {n: arch_law(self.members[n], arch, eval_set) for n in self.picks}
-        order = self.order[slice(None, max_draws)]
-        first = next(iter(laws.values()))
-        sigma = self.draws("sigma")[: len(order)]
-        nu = self.draws("nu")[: len(order)]
-        parts = tuple((laws[n], i) for n, i in self.picks.items())
-        return _MixtureLaw(
-            "stacked", first.arch, first.eval_set, {}, sigma, nu, parts=parts, order=order
-        )

@@ -258,6 +258,12 @@ class Posterior:
     # The extrapolation discrepancy's rate learned for this fit (bayes_scaling.calibration);
     # None: predictions use the population prior shipped with the package.
     discrepancy: DiscrepancyRate | None = field(default=None, repr=False, compare=False)
+    # Within-data backtests already run on this fit, by (cut, fractions): their evidence
+    # (bayes_scaling.calibration.Evidence), kept in memory so calibration and extrapolation
+    # stacking share one set of refits. Not saved.
+    within: dict[tuple[str, tuple[float, ...]], list[Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     def convergence(self) -> ConvergenceReport:
         """The convergence report of this fit (computed once: :func:`bayes_scaling.fit.fit`

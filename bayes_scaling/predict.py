@@ -97,7 +97,10 @@ def discrepancy_draws(
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """The discrepancy b * e(x) in ln loss per draw and point, shape (size, point), and the
     points' extrapolation (:func:`bayes_scaling.discrepancy.extrapolation`). The rate is the
-    posterior's own (a calibrated fit) or the population prior shipped with the package."""
+    posterior's own (a calibrated fit) or the population prior shipped with the package; a
+    stacked predictive gives each member's draws its member's own."""
+    if hasattr(posterior, "discrepancy_draws"):  # a stacked predictive
+        return posterior.discrepancy_draws(frame, size, rng)
     axes = law_axes(posterior.spec.law)  # type: ignore[union-attr]
     reach = extrapolation(posterior.fitted_runs, frame, axes)
     rate = getattr(posterior, "discrepancy", None) or default_rate()

@@ -4,8 +4,11 @@
    of the log FLOP range) of ``chinchilla`` on Chinchilla and of ``wang2024`` on DeepMind, at
    the hypothesis files' sampler settings; compiled-model reuse shows in the cache hits.
 2. ``ranking``: on DeepMind, every hypothesis fitted on the models up to 370M (n_active <= 1e9)
-   and scored on the 1.3B runs, ranked by held-out elpd, next to the stacked predictive (LOO
-   stacking weights of those same fits, computed on the fitted runs only).
+   and scored on the 1.3B runs, ranked by held-out elpd, next to two stacked predictives of
+   those same fits, weighted on the fitted runs only: by LOO, and for extrapolation (a backtest
+   by n_active inside the fitted runs, ``bayes_scaling.stacking.extrapolation_weights``). Each
+   fit is calibrated (``calibrated=True``: its discrepancy rate updated by that same inner
+   backtest, as ``fit --calibrate`` does), so every row scores the package's predictive.
 
     .venv/bin/python benchmarks/bench_backtest.py [--part timing|ranking|both] [--seed 0]
 
@@ -59,15 +62,19 @@ def ranking(seed: int) -> None:
     for model in RANKED:
         started = time.perf_counter()
         results[model] = backtest(
-            runs, read_spec(model), cut="n_active", thresholds=[1e9], random_seed=seed
+            runs, read_spec(model), "n_active", thresholds=[1e9], random_seed=seed, calibrated=True
         )
         print(f"{model}: {time.perf_counter() - started:.0f} s", flush=True)
     rows = []
     for name, result in results.items():
         converged = bool(result.by_cut()["converged"].all())
         rows.append({"hypothesis": name, "converged": converged, **result.summary()})
-    stacked = summarize(stacked_backtest(results, random_seed=seed))
-    rows.append({"hypothesis": "stacked (LOO weights)", "converged": None, **stacked})
+    for by in ("loo", "extrapolation"):
+        started = time.perf_counter()
+        stacked = summarize(stacked_backtest(results, by, random_seed=seed))
+        seconds = time.perf_counter() - started
+        print(f"stacked by {by}: {seconds:.0f} s", flush=True)
+        rows.append({"hypothesis": f"stacked ({by} weights)", "converged": None, **stacked})
     table = pd.DataFrame(rows).sort_values("elpd", ascending=False)
     columns = ["hypothesis", "converged", "held_out", "elpd", "coverage_expected_90",
                "coverage_new_run_50", "coverage_new_run_80", "coverage_new_run_90",

@@ -12,6 +12,10 @@ runs:
 - ``population only``: the same without the within-data update;
 - ``no discrepancy``: the predictive before issue 13 (law draws and run noise only), new-run
   and expected-loss intervals;
+- ``stacked over laws``: the task's law and its rivals (``calibration_tasks.RIVALS``), each
+  with its own calibrated discrepancy, mixed by stacking weights learned on the same
+  within-data backtest (each law's held-out log predictive densities under the population
+  rate, as :func:`bayes_scaling.stacking.extrapolation_weights` does);
 - ``bootstrap``: Huber + L-BFGS-B from the best 32 of Epoch AI's 4,500 starts, 200 run
   resamples (``bayes_scaling.baseline``), percentile intervals.
 
@@ -39,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _results import RESULTS, save_table
-from calibration_tasks import TASKS, Task
+from calibration_tasks import RIVALS, TASKS, Task
 
 from bayes_scaling import __version__
 from bayes_scaling._io import atomic_write
@@ -51,6 +55,7 @@ from bayes_scaling.discrepancy import (
     DiscrepancyRate,
     extrapolation,
     law_axes,
+    pointwise_log_density,
     population_rate,
 )
 from bayes_scaling.fit import fit
@@ -58,9 +63,11 @@ from bayes_scaling.intervals import central_interval
 from bayes_scaling.laws import LAWS
 from bayes_scaling.runs import split_diverged, validate_runs
 from bayes_scaling.spec import read_spec
+from bayes_scaling.stacking import elpd_data, stacking_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "out" / "calibration"
+TASK_MODEL = {task.key: task.model for task in TASKS}
 PROBS = (0.5, 0.8, 0.9)
 
 
@@ -81,8 +88,10 @@ def inner_cut(task: Task) -> str:
     )
 
 
-def cache_path(task: Task) -> Path:
-    return CACHE / f"{task.key.replace('/', '_').replace('<=', 'le')}.npz"
+def cache_path(task: Task, model: str | None = None) -> Path:
+    """The task's cache (its own law's), or a rival law's beside it."""
+    stem = task.key.replace("/", "_").replace("<=", "le")
+    return CACHE / (f"{stem}.npz" if model is None else f"{stem}__{model.replace('/', '_')}.npz")
 
 
 def refresh_inner(task: Task, seed: int) -> Path:
@@ -150,14 +159,40 @@ def stage_one(task: Task, seed: int, refresh: bool) -> Path:
     return path
 
 
-def load_task(task: Task) -> dict:
-    """A task's cached draws, with every run's extrapolation distance recomputed from the task's
-    split (distances are cheap; the draws are not, so a change of the distance's definition
-    needs no refit). The recomputed splits must hold the cached runs, in order."""
-    data = dict(np.load(cache_path(task), allow_pickle=False))
+def stage_one_rival(task: Task, model: str, seed: int, refresh: bool) -> Path:
+    """A rival law's fit and its within-data backtest (its evidence only; no bootstrap)."""
+    path = cache_path(task, model)
+    if path.exists() and not refresh:
+        return path
+    fitted, held = split(task)
+    spec = read_spec(model)
+    started = time.perf_counter()
+    posterior = fit(fitted, spec, random_seed=seed, progressbar=False)
+    fit_seconds = time.perf_counter() - started
+    outer = evidence(posterior, held)
+    started = time.perf_counter()
+    inner = within_data(posterior.fitted_runs, spec, inner_cut(task), random_seed=seed)
+    arrays = {
+        **outer.to_arrays("outer_"),
+        **{k: v for i, item in enumerate(inner) for k, v in item.to_arrays(f"inner{i}_").items()},
+        "inner_count": np.array(len(inner)),
+        "converged": np.array(posterior.convergence().ok),
+        "seconds": np.array([fit_seconds, time.perf_counter() - started]),
+    }
+    _save(path, arrays)
+    print(
+        f"{task.key} / {model}: converged {posterior.convergence().ok}, {fit_seconds:.0f} s fit",
+        flush=True,
+    )
+    return path
+
+
+def _evidence(task: Task, model: str, data: dict) -> dict:
+    """Check a cache's runs against the task's split and recompute the distances (the law's
+    own axes); adds ``outer`` and ``inner`` :class:`Evidence`."""
     fitted, held = split(task)
     fitted = split_diverged(validate_runs(fitted))[0]  # what fit keeps
-    axes = law_axes(read_spec(task.model).law)
+    axes = law_axes(read_spec(model).law)
     pairs = [(fitted, held)] + [
         (below, above) for _, below, above in inner_splits(fitted, inner_cut(task), (1 / 3,))
     ]
@@ -169,9 +204,23 @@ def load_task(task: Task) -> dict:
         if not np.array_equal(observed, data[f"{prefix}observed"]):
             raise RuntimeError(f"{task.key}: cached {prefix} runs differ from the split; --refresh")
         data[f"{prefix}distance"] = extrapolation(below, above, axes)["distance"].to_numpy()
-    data["ratio"] = np.exp(data["outer_distance"])
     data["outer"] = Evidence.from_arrays(data, "outer_")
     data["inner"] = [Evidence.from_arrays(data, prefix) for prefix in prefixes[1:]]
+    return data
+
+
+def load_task(task: Task) -> dict:
+    """A task's cached draws, with every run's extrapolation distance recomputed from the task's
+    split (distances are cheap; the draws are not, so a change of the distance's definition
+    needs no refit), and its rivals' under ``rivals`` (those cached). The recomputed splits
+    must hold the cached runs, in order."""
+    data = _evidence(task, task.model, dict(np.load(cache_path(task), allow_pickle=False)))
+    data["ratio"] = np.exp(data["outer_distance"])
+    data["rivals"] = {
+        model: _evidence(task, model, dict(np.load(cache_path(task, model), allow_pickle=False)))
+        for model in RIVALS.get(task.model, ())
+        if cache_path(task, model).exists()
+    }
     return data
 
 
@@ -210,6 +259,34 @@ def family_likelihoods(tasks: dict[str, dict]) -> dict[str, np.ndarray]:
     return out
 
 
+def stacked_draws(
+    laws: dict[str, dict], prior: DiscrepancyRate, seed: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    """The stacked predictive over laws (name -> a task's cached data for that law): each law's
+    predictive with its own calibrated rate, mixed in proportion to stacking weights of the
+    within-data held-out runs' log predictive densities under the population rate."""
+    densities, draws = {}, {}
+    for name, data in laws.items():
+        inner = data["inner"]
+        densities[name] = np.concatenate([
+            pointwise_log_density(i.log_mean, i.sigma, i.nu, i.observed, i.distance, prior)
+            for i in inner
+        ])  # fmt: skip
+        update = sum(item.log_likelihood(prior.kappa) for item in inner)
+        draws[name] = predictive_draws(data["outer"], prior.updated(update, name), seed)
+    samples = min(d.shape[0] for d in draws.values())
+    weights = stacking_weights({n: elpd_data(v, samples) for n, v in densities.items()})
+    rng = np.random.default_rng(seed)
+    share = np.array([weights[name] for name in draws]) * samples
+    counts = np.floor(share).astype(int)
+    counts[np.argsort(counts - share)[: samples - counts.sum()]] += 1
+    parts = [
+        d[rng.choice(d.shape[0], count, replace=False)]
+        for d, count in zip(draws.values(), counts, strict=True)
+    ]
+    return np.concatenate(parts)[rng.permutation(samples)], weights
+
+
 def stage_two(tasks: dict[str, dict], seed: int) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Leave one family out: learn, predict, score. Returns per-run scores, the summary and
     the rates used."""
@@ -230,6 +307,11 @@ def stage_two(tasks: dict[str, dict], seed: int) -> tuple[pd.DataFrame, pd.DataF
             "no discrepancy, expected loss": outer.log_mean,
             "bootstrap (Huber, top-32, 200 resamples)": data["boot"],
         }
+        if data["rivals"]:
+            laws = {TASK_MODEL[key]: data, **data["rivals"]}
+            mixed, weights = stacked_draws(laws, prior, seed)
+            methods["stacked over laws (population + within-data)"] = mixed
+            rates[key]["stacking weights"] = {n: round(w, 3) for n, w in weights.items()}
         for method, draws in methods.items():
             table = score(draws, outer.observed)
             table["method"], table["family"], table["task"] = method, family, key
@@ -300,12 +382,16 @@ def main() -> None:
             refresh_inner(task, args.seed)
         else:
             stage_one(task, args.seed, args.refresh)
+        for model in RIVALS.get(task.model, ()):
+            stage_one_rival(task, model, args.seed, args.refresh)
     if args.fit_only:
         return
     tasks = {t.key: load_task(t) for t in TASKS if cache_path(t).exists()}
     scores, summary, rates = stage_two(tasks, args.seed)
     for key, rate in rates.items():
         print(f"{key}: prior {rate['prior']}\n    calibrated {rate['calibrated']}")
+        if "stacking weights" in rate:
+            print(f"    stacking weights {rate['stacking weights']}")
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(summary.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     save_table(summary, RESULTS / "calibration.csv")

@@ -14,6 +14,10 @@ cuts are each source's own natural split, decided once for every family alike (t
 - ``steplaw``: the best run of each of Step Law's 17 dense (N, D) cells; fit 6 N D <= 1e20.
 - ``trainer``: this package's own CPU sweep (scaling runs, dense and three routers), wang2024;
   fit n_active <= 26k, score the largest models.
+
+``RIVALS`` are the other functional forms each task's law is stacked with (issue 13: stacking as
+protection against the wrong form): Kaplan et al.'s joint form and the shifted power law for the
+dense Chinchilla law; Clark et al.'s routing law for the experts law.
 """
 
 from __future__ import annotations
@@ -91,3 +95,8 @@ TASKS: list[Task] = [
     Task("steplaw", "cells C<=1e20", "loss/chinchilla", _steplaw_cells, "flops", 1e20),
     Task("trainer", "N<=26k", "loss/wang2024", _trainer, "n_active", 2.6e4),
 ]  # fmt: skip
+
+RIVALS: dict[str, tuple[str, ...]] = {
+    "loss/chinchilla": ("loss/kaplan2020", "loss/shifted-power"),
+    "loss/wang2024": ("loss/clark2022",),
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import arviz as az
@@ -13,14 +14,18 @@ import pytest
 from scipy.stats import t as student_t
 from typer.testing import CliRunner
 
+from bayes_scaling.backtest import backtest, marginal_lpd
 from bayes_scaling.cli import app
-from bayes_scaling.compare import CompareError, StackedPosterior, compare
+from bayes_scaling.compare import CompareError, StackedPosterior, compare, stacked_backtest
+from bayes_scaling.compiled import MODELS
 from bayes_scaling.decide import recommend
+from bayes_scaling.discrepancy import DiscrepancyRate
 from bayes_scaling.laws import LAWS
 from bayes_scaling.posterior import Posterior
 from bayes_scaling.predict import law_draws, predict_loss
 from bayes_scaling.priors import LOG_D_REF, LOG_N_REF
 from bayes_scaling.spec import ModelSpec
+from bayes_scaling.stacking import extrapolation_weights
 from tests.simulate import simulate_runs
 
 RUNS = simulate_runs(seed=3, runs_per_arch=25)
@@ -30,6 +35,7 @@ SPECS = {
     "kaplan": ModelSpec(law="kaplan", pooling="pooled", name="kaplan"),
 }
 TINY = ["--draws", "150", "--tune", "150", "--chains", "2"]
+SMALL = {"draws": 150, "tune": 150, "chains": 2}
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +106,66 @@ def test_stacked_predictive_mixes_members_by_weight(fitted) -> None:  # type: ig
     assert a.n_active == pytest.approx(b.n_active, rel=0.1)
 
 
+def test_extrapolation_weights_stack_the_runs_beyond_an_inner_cut(fitted, small_fit) -> None:  # type: ignore[no-untyped-def]
+    # A hypothesis whose data exponent is pinned far from the truth (0.36) extrapolates badly
+    # along the token axis: the within-data backtest by tokens must give it ~no weight.
+    pinned = ModelSpec(law="chinchilla", pooling="pooled", name="pinned",
+                       priors={"beta": {"median": 0.12, "sigma": 0.005}})  # fmt: skip
+    posteriors = {"chinchilla": fitted["chinchilla"], "pinned": small_fit(DENSE, pinned)}
+    weights, densities = extrapolation_weights(posteriors, "tokens", **SMALL)
+    log_d = np.log(DENSE["tokens"])
+    above = log_d > log_d.max() - (log_d.max() - log_d.min()) / 3
+    assert list(densities) == ["chinchilla", "pinned"] and len(densities) == above.sum()
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert weights["chinchilla"] > 0.9
+    assert densities["chinchilla"].sum() > densities["pinned"].sum()
+    result = compare(posteriors, extrapolation_cut="tokens", **SMALL)
+    assert result.weights("extrapolation") == pytest.approx(weights, abs=1e-6)
+    assert result.to_dict()["stacked_by"] == "extrapolation"
+    with pytest.raises(CompareError, match="extrapolation_cut"):
+        compare(posteriors).weights("extrapolation")
+
+
+def test_calibrated_backtests_share_their_inner_refits_with_extrapolation_stacking() -> None:
+    backtests = {
+        name: backtest(DENSE, spec, "tokens", thresholds=[DENSE["tokens"].quantile(0.7)],
+                       calibrated=True, **SMALL)
+        for name, spec in SPECS.items()
+    }  # fmt: skip
+    for result in backtests.values():
+        (refit,) = result.fits.values()
+        assert refit.discrepancy is not None and "within-data" in refit.discrepancy.source
+        assert ("tokens", (1 / 3,)) in refit.within
+    fits_before = MODELS.hits + MODELS.misses
+    scores = stacked_backtest(backtests, "extrapolation")
+    assert MODELS.hits + MODELS.misses == fits_before  # no refit: calibration's are reused
+    assert len(scores) == len(next(iter(backtests.values())).scores)
+    with pytest.raises(CompareError, match="expected loo or extrapolation"):
+        stacked_backtest(backtests, "backtest")
+
+
+def test_stacked_predictive_keeps_each_members_own_discrepancy_rate(fitted) -> None:  # type: ignore[no-untyped-def]
+    # chinchilla calibrated to no discrepancy at all, kaplan to a large one: a mixture that
+    # puts all its weight on chinchilla must predict (and score) as chinchilla does, not with
+    # the population prior that a single shared rate would fall back to.
+    none = DiscrepancyRate(np.array([0.0, 0.05]), np.array([0.0, -np.inf]), source="none")
+    large = DiscrepancyRate(np.array([0.0, 0.05]), np.array([-np.inf, 0.0]), source="large")
+    members = {"chinchilla": replace(fitted["chinchilla"], discrepancy=none),
+               "kaplan": replace(fitted["kaplan"], discrepancy=large)}  # fmt: skip
+    far = {"n_active": [1e11], "tokens": [2e12]}
+    only = StackedPosterior(members, {"chinchilla": 1.0, "kaplan": 0.0})
+    alone = predict_loss(members["chinchilla"], far, discrepancy=False)
+    stacked = predict_loss(only, far)
+    assert stacked["loss_high_90"][0] == pytest.approx(alone["loss_high_90"][0], rel=1e-9)
+    assert stacked["share_discrepancy"][0] == 0.0
+    held = DENSE.nlargest(5, "tokens")
+    assert np.allclose(only.log_density(held), marginal_lpd(members["chinchilla"], held))
+    mixed = StackedPosterior(members, {"chinchilla": 0.5, "kaplan": 0.5})
+    expected = np.logaddexp(marginal_lpd(members["chinchilla"], held),
+                            marginal_lpd(members["kaplan"], held)) - np.log(2)  # fmt: skip
+    assert np.allclose(mixed.log_density(held), expected)
+
+
 def test_bad_comparisons_are_refused_saying_why(fitted) -> None:  # type: ignore[no-untyped-def]
     first = fitted["chinchilla"]
     other = Posterior(first.spec, first.runs.iloc[:-1], first.idata, first.sampler)
@@ -139,6 +205,7 @@ def test_cli_compare_and_backtest_json_plot_and_refusals(fitted, tmp_path: Path)
     assert len(json.loads(result.stdout)["cuts"]) == 2
     other = Posterior(fitted["kaplan"].spec, DENSE.iloc[:-1], fitted["kaplan"].idata)
     bad = {
+        "--stack-by 'bma'": ["compare", *files, "--stack-by", "bma"],
         "different run tables": ["compare", files[0], str(other.save(tmp_path / "o.nc"))],
         "neither a file nor a shipped": ["compare", "--runs", str(csv), "--model", "nope"],
         "nothing to fit": ["backtest", "--runs", str(csv), "--model", "chinchilla",

@@ -37,6 +37,14 @@ Draws = Annotated[int | None, typer.Option(help="Draws per chain (hypothesis fil
 Tune = Annotated[int | None, typer.Option(help="Warm-up draws (hypothesis file).")]
 Chains = Annotated[int | None, typer.Option(help="Chains (hypothesis file).")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Calibrate = Annotated[
+    bool,
+    typer.Option(
+        "--calibrate",
+        help="Learn each fit's discrepancy rate from a backtest inside its own runs along "
+        "--cut (as fit --calibrate; one more fit each).",
+    ),
+]
 
 
 def _table(runs: Path | None, dataset: str | None, path: Path | None) -> tuple[Any, str]:
@@ -72,6 +80,7 @@ def _specs(models: list[str]) -> dict[str, Any]:
 def _guard(origin: str, work: Any) -> Any:
     """Run ``work()``, turning the package's input errors into exit 1 with the message."""
     from bayes_scaling.backtest import BacktestError
+    from bayes_scaling.calibration import CalibrationError
     from bayes_scaling.compare import CompareError
     from bayes_scaling.loss_model import MissingColumnError
     from bayes_scaling.spec import SpecError
@@ -80,7 +89,7 @@ def _guard(origin: str, work: Any) -> Any:
         return work()
     except RunTableError as error:
         raise fail(str(named(error, origin))) from error
-    except (BacktestError, CompareError, MissingColumnError, SpecError) as error:
+    except (BacktestError, CalibrationError, CompareError, MissingColumnError, SpecError) as error:
         raise fail(f"{origin}: {error}") from error
 
 
@@ -102,6 +111,7 @@ def backtest_command(
     chains: Chains = None,
     seed: int = 0,
     as_json: Json = False,
+    calibrate: Calibrate = False,
 ) -> None:
     """Refit a hypothesis below each cut and score the larger runs it never saw."""
     from bayes_scaling.backtest import backtest
@@ -114,7 +124,9 @@ def backtest_command(
     options = _settings(draws, tune, chains)
     result = _guard(
         origin,
-        lambda: backtest(table, spec, cut, n_cuts, below, random_seed=seed, log=None, **options),
+        lambda: backtest(
+            table, spec, cut, n_cuts, below, random_seed=seed, calibrated=calibrate, **options
+        ),
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
@@ -143,20 +155,32 @@ def compare_command(
     cut: Cut = "compute",
     n_cuts: Cuts = 3,
     below: Below = None,
+    stack_by: Annotated[
+        str,
+        typer.Option(
+            "--stack-by",
+            help="Stacking weights: loo (interpolation) or extrapolation (a backtest inside "
+            "the runs along --cut; one refit per hypothesis).",
+        ),
+    ] = "loo",
     draws: Draws = None,
     tune: Tune = None,
     chains: Chains = None,
     seed: int = 0,
     as_json: Json = False,
+    calibrate: Calibrate = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Draw data and models.")] = None,
 ) -> None:
     """Compare hypotheses: PSIS-LOO, backtest scores and stacking weights."""
     from bayes_scaling.backtest import backtest
+    from bayes_scaling.calibration import calibrate as calibrate_fit
     from bayes_scaling.compare import compare
     from bayes_scaling.fit import fit
 
     check_seed(seed)
     check_output(plot, "--plot")
+    if stack_by not in ("loo", "extrapolation"):
+        raise fail(f"--stack-by {stack_by!r}: expected loo or extrapolation")
     options = _settings(draws, tune, chains)
     if posterior_files:
         if model or runs or dataset:
@@ -176,13 +200,22 @@ def compare_command(
             name: fit(table, spec, random_seed=seed, progressbar=False, **options)
             for name, spec in specs.items()
         })  # fmt: skip
+    if calibrate:
+        _guard(origin, lambda: [
+            calibrate_fit(p, cut=cut, random_seed=seed, **options) for p in posteriors.values()
+        ])  # fmt: skip
     backtests = None
     if with_backtest:
         backtests = _guard(origin, lambda: {
-            name: backtest(table, spec, cut, n_cuts, below, random_seed=seed, **options)
+            name: backtest(table, spec, cut, n_cuts, below, random_seed=seed,
+                           calibrated=calibrate, **options)
             for name, spec in specs.items()
         })  # fmt: skip
-    result = _guard(origin, lambda: compare(posteriors, backtests))
+    inner = cut if stack_by == "extrapolation" else None
+    result = _guard(
+        origin,
+        lambda: compare(posteriors, backtests, inner, random_seed=seed, **options),
+    )
     for note in result.warnings:
         typer.echo(f"warning: {note}", err=True)
     if as_json:
@@ -196,6 +229,8 @@ def compare_command(
 def _print(result: Any) -> None:
     """The comparison table, then the stacked predictive's backtest scores."""
     columns = ["law", "pooling", "elpd_loo", "se", "high_pareto_k", "weight_loo"]
+    if "weight_extrapolation" in result.table:
+        columns.append("weight_extrapolation")
     if result.backtests:
         columns += ["backtest_elpd", "backtest_coverage_new_run_90", "backtest_interval_score_90",
                     "backtest_median_abs_rel_error", "weight_backtest"]  # fmt: skip
@@ -203,7 +238,8 @@ def _print(result: Any) -> None:
     if result.stacked_scores:
         scores = result.stacked_scores
         typer.echo(
-            f"stacked (LOO weights of each cut's fits): backtest elpd {scores['elpd']:.4g}, "
+            f"stacked ({result.stacked_by} weights of each cut's fits): backtest elpd "
+            f"{scores['elpd']:.4g}, "
             f"90% coverage {scores['coverage_new_run_90']:.3g}, interval score "
             f"{scores['interval_score_90']:.4g}, median |rel error| "
             f"{scores['median_abs_rel_error']:.3g}"
@@ -229,7 +265,7 @@ def plot_comparison(result: Any) -> Any:
         runs = next(iter(result.posteriors.values())).runs
         members = result.posteriors
         title = "all runs (in sample)"
-    weights = result.weights("backtest" if result.backtests else "loo")
+    weights = result.weights("backtest" if result.backtests else result.stacked_by)
     models = {**members, "stacked": StackedPosterior(members, weights)}
     fig, ax = plt.subplots(figsize=(8, 5))
     flops = runs["flops"].to_numpy(float)
