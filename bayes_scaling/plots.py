@@ -1,6 +1,8 @@
 """Figures with uncertainty bands: compute first (xarray / pandas), draw second.
 
-Every ``plot_*`` function takes ``ax=None`` and returns the matplotlib figure.
+Every ``plot_*`` function takes ``ax=None`` and returns the matplotlib figure. Importing this
+module never chooses a backend: in Jupyter the figures appear inline, and headless (the CLI,
+CI) matplotlib falls back to a non-interactive one by itself.
 """
 
 from __future__ import annotations
@@ -8,18 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import FormatStrFormatter
 
 from bayes_scaling.fit import Posterior
 from bayes_scaling.predict import predict_loss
 
 __all__ = [
+    "arch_colors",
     "loss_curve",
+    "model_flops",
     "plot_bowl",
     "plot_exponents",
     "plot_frontier",
@@ -71,41 +73,80 @@ def loss_curve(
     return predict_loss(posterior, request, probs=probs)
 
 
+ARCH_COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def arch_colors(archs: Sequence[str]) -> dict[str, str]:
+    """One colour per arch, the same in every figure: dense first, then the others sorted."""
+    ordered = sorted(set(archs), key=lambda a: (a != "dense", a))
+    return {arch: ARCH_COLORS[i % len(ARCH_COLORS)] for i, arch in enumerate(ordered)}
+
+
+def model_flops(table: pd.DataFrame) -> np.ndarray:
+    """The x every loss-vs-compute figure uses, for runs and curves alike: 6 N D (a data set's
+    own FLOPs count attention and routing too: 1.2-2.6x of 6 N D on DeepMind's runs)."""
+    return 6.0 * table["n_active"].to_numpy(float) * table["tokens"].to_numpy(float)
+
+
 def plot_loss_vs_compute(
-    posterior: Posterior, ax: Any = None, extend: float = 10.0, probs: Sequence[float] = (0.5, 0.9)
+    posterior: Posterior,
+    ax: Any = None,
+    extend: float = 10.0,
+    probs: Sequence[float] = (0.5, 0.9),
+    targets: pd.DataFrame | None = None,
 ) -> Any:
-    """Loss against training FLOPs per arch: the median law, 50% and 90% bands of the expected
-    loss out to ``extend`` times the largest model, and the runs overlaid."""
+    """Loss against training compute per arch: the median law with the 90% expected-loss band
+    (the law's uncertainty and the extrapolation discrepancy) and the wider 90% new-run band
+    (plus run noise), out to ``extend`` times the largest model; the runs drawn at the x the
+    curves use (6 N D); the region beyond the data shaded; and ``targets`` (rows with ``arch``,
+    ``flops``, ``loss_median``, ``new_run_low_90``, ``new_run_high_90``, e.g. recommended
+    configurations) marked with their 90% new-run intervals."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, arch in enumerate(sorted(posterior.runs["arch"].unique())):
-        color = colors[index % len(colors)]
+        _, ax = plt.subplots(figsize=(7.5, 4.8))
+    archs = sorted(posterior.runs["arch"].unique())
+    colors = arch_colors(archs)
+    widest = max(probs)
+    for arch in archs:
+        color = colors[arch]
         runs = posterior.runs[posterior.runs["arch"] == arch]
         experts = _typical_experts(runs)
         curve = loss_curve(posterior, arch, extend=extend, probs=probs, experts=experts)
-        for prob, alpha in zip(sorted(probs, reverse=True), (0.15, 0.3), strict=False):
-            label = f"{100 * prob:g}"
-            ax.fill_between(
-                curve["flops"],
-                curve[f"loss_low_{label}"],
-                curve[f"loss_high_{label}"],
-                color=color,
-                alpha=alpha,
-                linewidth=0,
-            )
+        x = curve["flops"]
+        label = f"{100 * widest:g}"
+        ax.fill_between(x, curve[f"new_run_low_{label}"], curve[f"new_run_high_{label}"],
+                        color=color, alpha=0.12, linewidth=0)  # fmt: skip
+        ax.fill_between(x, curve[f"loss_low_{label}"], curve[f"loss_high_{label}"],
+                        color=color, alpha=0.3, linewidth=0)  # fmt: skip
         name = arch if experts == 1 else f"{arch} (E = {experts})"
-        ax.plot(curve["flops"], curve["loss_median"], color=color, label=name)
+        ax.plot(x, curve["loss_median"], color=color, label=name)
         shown = runs[runs["experts"] == experts]
-        ax.scatter(shown["flops"], shown["loss"], s=12, color=color, edgecolor="k", linewidth=0.3)
+        ax.scatter(model_flops(shown), shown["loss"], s=14, color=color, edgecolor="k",
+                   linewidth=0.3, zorder=4)  # fmt: skip
+    reach = float(model_flops(posterior.runs).max())
+    right = ax.get_xlim()[1]
+    if targets is not None and len(targets):
+        right = max(right, float(targets["flops"].max()) * 1.5)
+        for _, row in targets.iterrows():
+            middle = row["loss_median"]
+            error = [[middle - row["new_run_low_90"]], [row["new_run_high_90"] - middle]]
+            color = colors.get(row["arch"], "k")
+            ax.errorbar(row["flops"], middle, yerr=error, fmt="D", ms=6, capsize=4,
+                        color=color, markeredgecolor="k", zorder=6)  # fmt: skip
+    ax.axvspan(reach, right, color="0.5", alpha=0.08, linewidth=0)
+    ax.axvline(reach, color="0.4", linestyle=":", linewidth=1)
+    ax.text(reach, 0.98, " beyond the data", transform=ax.get_xaxis_transform(), va="top",
+            fontsize="small", color="0.3")  # fmt: skip
     ax.set(
         xscale="log",
         yscale="log",
-        xlabel="training FLOPs",
+        xlabel="training compute 6 N D (FLOPs)",
         ylabel="loss (nats/token)",
-        title=f"{posterior.spec.name or 'loss law'}: bands "
-        f"{', '.join(f'{100 * p:g}%' for p in probs)}",
+        title=f"{posterior.spec.name or 'loss law'}: median, 90% expected-loss band (dark), "
+        "90% new-run band (light)",
     )
+    ax.title.set_fontsize("medium")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))  # 2.5, not 2.5 x 10^0
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
     ax.legend(fontsize="small")
     return ax.figure
 
@@ -120,6 +161,7 @@ def plot_exponents(
         axes = list(grid[0])
     else:
         axes = list(np.atleast_1d(ax))
+    colors = arch_colors([str(a) for a in posterior.idata["posterior"]["arch"].to_numpy()])
     for axis, name in zip(axes, names, strict=False):
         values = posterior.idata["posterior"][name]
         routed = set(posterior.runs.loc[posterior.runs["experts"] > 1, "arch"])
@@ -132,9 +174,10 @@ def plot_exponents(
                 density=True,
                 histtype="step",
                 label=str(arch),
+                color=colors[str(arch)],
             )
         axis.set(xlabel=name, yticks=[])
-    axes[0].legend(fontsize="small")
+        axis.legend(fontsize="small")  # each panel its own: gamma leaves dense out
     return axes[0].figure
 
 
@@ -257,21 +300,34 @@ def plot_frontier(
     mark: float | None = None,
     axes: Any = None,
     eval_set: str | None = None,
+    chosen: pd.DataFrame | None = None,
 ) -> Any:
     """N_opt(C) and D_opt(C) per arch, medians with ``prob`` bands (compute-optimal frontier
-    of :func:`bayes_scaling.frontier.frontier`); ``mark`` draws a vertical line at a budget."""
+    of :func:`bayes_scaling.frontier.frontier`), the compute the runs reach shaded; ``mark``
+    draws a vertical line at a budget, ``chosen`` (rows with ``arch``, ``flops``,
+    ``n_active``, ``tokens``: recommended configurations) diamonds."""
     from bayes_scaling.frontier import frontier
 
     grid = np.geomspace(budgets[0], budgets[-1], 40)
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 4))
     label = f"{100 * prob:g}"
-    for arch in posterior.idata["posterior"]["arch"].to_numpy():
-        optimum = frontier(posterior, grid, str(arch), eval_set=eval_set)
+    archs = [str(a) for a in posterior.idata["posterior"]["arch"].to_numpy()]
+    colors = arch_colors(archs)
+    for arch in archs:
+        optimum = frontier(posterior, grid, arch, eval_set=eval_set)
         for axis, name in zip(axes, ("n_opt", "d_opt"), strict=True):
             median, low, high = optimum.interval(name, prob)
-            line = axis.plot(grid, median, label=str(arch))[0]
-            axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            axis.plot(grid, median, label=arch, color=colors[arch])
+            axis.fill_between(grid, low, high, color=colors[arch], alpha=0.2, linewidth=0)
+    reach = model_flops(posterior.runs)
+    for axis, column in zip(axes, ("n_active", "tokens"), strict=True):
+        axis.axvspan(reach.min(), reach.max(), color="0.5", alpha=0.1, linewidth=0,
+                     label="compute of the runs" if column == "n_active" else None)  # fmt: skip
+        if chosen is not None:
+            for _, row in chosen.iterrows():
+                axis.scatter(row["flops"], row[column], marker="D", s=40, zorder=5,
+                             color=colors.get(row["arch"], "k"), edgecolor="k")  # fmt: skip
     for axis, name in zip(axes, ("optimal active parameters N", "optimal tokens D"), strict=True):
         axis.set(xscale="log", yscale="log", xlabel="training FLOPs C", ylabel=name)
         if mark is not None:

@@ -108,6 +108,7 @@ ax.set(xlabel="held-out 1.3B run (by expert count)", ylabel="loss")
 ax.legend(fontsize=8)
 Path("../out").mkdir(exist_ok=True)  # the repository's ignored output folder
 fig.savefig("../out/04_deepmind_stacked.png", dpi=100, bbox_inches="tight")
+plt.show()
 
 # %% [markdown]
 # ## 2. Chinchilla vs the rival dense laws

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import pytest
 
 from bayes_scaling.fit import Posterior
@@ -16,12 +18,28 @@ def posterior(small_fit) -> Posterior:  # type: ignore[no-untyped-def]
     return small_fit(simulate_runs(seed=6, runs_per_arch=15), ModelSpec(), random_seed=1, draws=100)
 
 
-def test_loss_vs_compute_has_two_bands_a_line_and_the_runs_per_arch(posterior: Posterior) -> None:
-    figure = plot_loss_vs_compute(posterior, extend=10.0)
+def test_loss_vs_compute_draws_runs_and_curves_on_one_x(posterior: Posterior) -> None:
+    runs = posterior.runs.copy()
+    runs["flops"] = 2.0 * 6.0 * runs["n_active"] * runs["tokens"]  # a study's own FLOP count
+    shifted = Posterior(posterior.spec, runs, posterior.idata)
+    target = pd.DataFrame([{"arch": "dense", "flops": 1e23, "loss_median": 2.0,
+                            "new_run_low_90": 1.9, "new_run_high_90": 2.1}])  # fmt: skip
+    figure = plot_loss_vs_compute(shifted, extend=10.0, targets=target)
     ax = figure.axes[0]
-    assert len(ax.collections) == 2 * 2 + 2  # 50% and 90% bands + scatter, per arch
-    labels = sorted(line.get_label() for line in ax.get_lines())
-    assert labels[0] == "dense" and labels[1].startswith("moe (E = ")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert "dense" in lines and any(k.startswith("moe (E = ") for k in lines)
+    dense = runs[(runs["arch"] == "dense")]
+    expected = 6.0 * dense["n_active"] * dense["tokens"]
+    xs = [np.asarray(c.get_offsets())[:, 0] for c in ax.collections if c.get_offsets().shape[0]]
+    # the dense runs sit at 6 N D, the x of the dense curve, not at the table's own flops
+    assert any(np.allclose(np.sort(x), np.sort(expected)) for x in xs)
+    curve_x = lines["dense"].get_xdata()
+    assert curve_x.min() < expected.max() < curve_x.max()  # through the data and beyond
+    # two bands per arch (90% expected loss inside the wider 90% new-run band)
+    bands = [c for c in ax.collections if type(c).__name__ == "FillBetweenPolyCollection"]
+    assert len(bands) == 2 * 2
+    # the target is drawn with its interval, and the x axis reaches it
+    assert ax.get_xlim()[1] > 1e23
     assert ax.get_xscale() == "log"
     plt.close(figure)
 

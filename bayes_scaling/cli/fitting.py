@@ -205,11 +205,18 @@ def predict_command(
             + ", ".join(f"{100 * v:.0f}% {k}" for k, v in shares.items())
         )
     if plot is not None:
+        import pandas as pd
+
         from bayes_scaling.plots import plot_loss_vs_compute
 
-        figure = plot_loss_vs_compute(posterior)
-        figure.axes[0].axvline(result["flops"], color="k", linestyle=":", linewidth=1)
-        save_figure(figure, plot)
+        largest = float(posterior.runs["n_active"].max())
+        marker = predict_point(posterior, point, 0.9)  # the figure's bands are 90%
+        low, high = marker.new_run_interval
+        query = pd.DataFrame([{"arch": marker.arch, "flops": marker.flops,
+                               "loss_median": marker.loss_median,
+                               "new_run_low_90": low, "new_run_high_90": high}])  # fmt: skip
+        extend = max(10.0, 1.5 * n_active / largest)  # the curves reach the query
+        save_figure(plot_loss_vs_compute(posterior, extend=extend, targets=query), plot)
 
 
 def _predict_hyper(
