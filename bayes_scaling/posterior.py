@@ -96,7 +96,7 @@ class ConvergenceReport:
         advice = "more --tune and --draws; "
         if self.divergences:
             advice += "a higher --target-accept or tighter priors (divergences); "
-        advice += "pooling 'hierarchical' instead of 'separate' for archs with few runs"
+        advice += "and, only if the pooling is 'separate', 'hierarchical' for archs with few runs"
         lines.append(f"  try: {advice}")
         return "\n".join(lines)
 

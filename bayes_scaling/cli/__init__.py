@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bayes_scaling.cli import compare, data, decide, fitting, train  # noqa: F401  (register commands)
+from bayes_scaling.cli import compare, data, decide, fitting, report, train  # noqa: F401  (register)
 from bayes_scaling.cli._common import app
 
 __all__ = ["app", "main"]
