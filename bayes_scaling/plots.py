@@ -32,10 +32,16 @@ __all__ = [
 ]
 
 
-def _typical_experts(runs: pd.DataFrame) -> int:
-    """The expert count shown for an arch: the most common one above 1, else 1."""
+def _typical_experts(runs: pd.DataFrame, table: pd.DataFrame | None = None) -> int:
+    """The expert count shown for an arch: of the counts above 1 it has, the one with the most
+    runs across the whole ``table`` (so routed archs are drawn at one E where they share it),
+    ties to the larger; 1 for a dense arch."""
     routed = runs.loc[runs["experts"] > 1, "experts"]
-    return int(routed.mode().iloc[0]) if len(routed) else 1
+    if routed.empty:
+        return 1
+    pool = table if table is not None else runs
+    counts = pool.loc[pool["experts"].isin(set(routed)), "experts"].value_counts()
+    return int(max(counts.index, key=lambda e: (counts[e], e)))
 
 
 def loss_curve(
@@ -109,7 +115,7 @@ def plot_loss_vs_compute(
     for arch in archs:
         color = colors[arch]
         runs = posterior.runs[posterior.runs["arch"] == arch]
-        experts = _typical_experts(runs)
+        experts = _typical_experts(runs, posterior.runs)
         curve = loss_curve(posterior, arch, extend=extend, probs=probs, experts=experts)
         x = curve["flops"]
         label = f"{100 * widest:g}"

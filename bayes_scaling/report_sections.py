@@ -9,7 +9,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
 from bayes_scaling.plots import (
     arch_colors,
@@ -98,6 +98,7 @@ def fits_section(posteriors: dict[str, Posterior]) -> tuple[Section, dict[str, A
         axis.axhspan(-200 * sigma, 200 * sigma, color="0.5", alpha=0.15, linewidth=0)
         axis.axhline(0, color="k", linewidth=0.8)
         axis.set(xscale="log", xlabel=label)
+        axis.xaxis.set_minor_formatter(NullFormatter())  # one token budget: no crowded labels
     axes[0].set_ylabel("residual, % of loss")
     axes[0].legend(fontsize="small")
     caption = (
