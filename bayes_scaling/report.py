@@ -30,6 +30,7 @@ from bayes_scaling.report_html import Section, render
 from bayes_scaling.report_sections import (
     PROB,
     data_section,
+    decision_eval_set,
     decisions_section,
     extrapolation_section,
     fits_section,
@@ -83,17 +84,19 @@ def cell_best(runs: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
     return best.reset_index(drop=True), True
 
 
-def _eval_set(runs: pd.DataFrame) -> str | None:
-    """The eval set to decide on: None for a table with one, else its most common."""
-    sets = runs["eval_set"].astype(str)
-    return None if sets.nunique() == 1 else str(sets.mode().iloc[0])
+def grid_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the cells trained at several (lr, batch) pairs: what a bowl is fitted on
+    (a table may mix such a grid with single-run scaling cells)."""
+    keys = ["arch", "n_active", "tokens", "experts"]
+    settings = runs.groupby(keys)[["lr", "batch_tokens"]].transform("nunique").max(axis=1)
+    return runs[settings > 1].reset_index(drop=True)
 
 
 def _size_cost(posterior: Posterior, chosen: dict[str, Any]) -> dict[str, float]:
     """Median % loss increase, at the same budget, of a model 0.5x or 2x the chosen size."""
     base = {"arch": chosen["arch"], "experts": chosen["experts"]}
-    if _eval_set(posterior.runs) is not None:
-        base["eval_set"] = _eval_set(posterior.runs)
+    if decision_eval_set(posterior.runs) is not None:
+        base["eval_set"] = decision_eval_set(posterior.runs)
     points = pd.DataFrame([
         {**base, "n_active": chosen["n_active"] * f, "tokens": chosen["tokens"] / f}
         for f in (1.0, 0.5, 2.0)
@@ -106,7 +109,7 @@ def _size_cost(posterior: Posterior, chosen: dict[str, Any]) -> dict[str, float]
 def decide(posterior: Posterior, targets: Sequence[float], hyper: Posterior | None) -> dict:
     """Per target: the recommendation over every arch, per arch, and the cost of 0.5x / 2x."""
     archs = sorted(posterior.runs["arch"].unique())
-    eval_set = _eval_set(posterior.runs)
+    eval_set = decision_eval_set(posterior.runs)
     out = []
     for budget in targets:
         best = recommend(posterior, budget, hyper=hyper, eval_set=eval_set).to_dict(PROB)
@@ -132,13 +135,14 @@ def moe_section_data(posterior: Posterior, targets: Sequence[float]) -> dict[str
         return None
     low = float(model_flops(posterior.runs).min())
     grid = np.geomspace(low, max(targets), 12)
+    eval_set = decision_eval_set(posterior.runs)
     out: dict[str, Any] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unreachable draws are counted in the summary
         for arch in routed:
-            at = moe_vs_dense(posterior, list(targets), arch, max_draws=400).to_dict(PROB)
-            along = moe_vs_dense(posterior, grid, arch, max_draws=400).summary((PROB,))
-            out[arch] = {"targets": at, "grid": along}
+            at = moe_vs_dense(posterior, list(targets), arch, eval_set=eval_set, max_draws=400)
+            along = moe_vs_dense(posterior, grid, arch, eval_set=eval_set, max_draws=400)
+            out[arch] = {"targets": at.to_dict(PROB), "grid": along.summary((PROB,))}
     return out
 
 
@@ -155,6 +159,9 @@ def summary_section(decisions: dict, moe: dict | None, facts: dict) -> tuple[Sec
             f"{high:.4f}; a single run {best['new_run_interval'][0]:.4f}-"
             f"{best['new_run_interval'][1]:.4f})."
         )
+        if best.get("lr"):
+            lr, batch = best["lr"]["value"], best["batch_tokens"]["value"]
+            line += f" Learning rate {lr:.3g}, batch {batch:.3g} tokens (see Hyperparameters)."
         entry = {"flops": target["flops"], "recommended": best}
         if moe:
             parts, entry["moe_vs_dense"] = [], {}
@@ -217,7 +224,8 @@ def build_report(
     if grid:
         name = "hyper/steplaw-sparsity" if (checked["experts"] > 1).any() else "hyper/steplaw"
         say(f"[fit] {name} on the lr x batch grid")
-        hyper = fit(split_diverged(checked)[0], read_spec(name), random_seed, False, **settings)
+        hyper = fit(grid_runs(split_diverged(checked)[0]), read_spec(name), random_seed, False,
+                    **settings)  # fmt: skip
     say("[decide] recommendations at " + ", ".join(f"{t:.3g}" for t in targets) + " FLOPs")
     decisions = decide(primary, targets, hyper)
     moe = moe_section_data(primary, targets)

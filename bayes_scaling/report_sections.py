@@ -25,6 +25,7 @@ from bayes_scaling.report_html import Figure, Section, table_html
 __all__ = [
     "PROB",
     "data_section",
+    "decision_eval_set",
     "decisions_section",
     "extrapolation_section",
     "fits_section",
@@ -34,6 +35,12 @@ __all__ = [
 ]
 
 PROB = 0.9
+
+
+def decision_eval_set(runs: pd.DataFrame) -> str | None:
+    """The eval set the report decides on: None for a table with one, else its most common."""
+    sets = runs["eval_set"].astype(str)
+    return None if sets.nunique() == 1 else str(sets.mode().iloc[0])
 
 
 def _png(figure: Any, name: str, caption: str) -> Figure:
@@ -59,6 +66,10 @@ def data_section(runs: pd.DataFrame, left_out: pd.DataFrame, grid: bool) -> Sect
             "experts": ", ".join(f"{e:g}" for e in sorted(group.experts.unique())),
         })  # fmt: skip
     text = [f"{len(runs)} runs in {runs['arch'].nunique()} arch(s) are fitted."]
+    if (chosen := decision_eval_set(runs)) is not None:
+        sets = ", ".join(sorted(runs["eval_set"].astype(str).unique()))
+        text.append(f"Losses on several eval sets ({sets}): decisions use {chosen}, the most "
+                    "common.")  # fmt: skip
     if len(left_out):
         ids = ", ".join(left_out["run_id"].astype(str).head(12))
         text.append(f"{len(left_out)} diverged run(s) are left out of every fit: {ids}.")
@@ -192,7 +203,7 @@ def decisions_section(posterior: Posterior, decisions: dict, moe: dict | None) -
     budgets = [t["flops"] for t in decisions["targets"]]
     frontier_figure = plot_frontier(
         posterior, budgets=(float(model_flops(posterior.runs).min()), max(budgets) * 3),
-        chosen=_targets_frame(decisions),
+        chosen=_targets_frame(decisions), eval_set=decision_eval_set(posterior.runs),
     )  # fmt: skip
     figures = [
         _png(

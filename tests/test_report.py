@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bayes_scaling.cli import app
-from bayes_scaling.report import build_report, cell_best, default_targets
+from bayes_scaling.report import build_report, cell_best, default_targets, grid_runs
 from tests.simulate import simulate_runs
 
 SMALL = {"draws": 150, "tune": 150, "chains": 2}
@@ -87,6 +87,8 @@ def test_one_arch_and_grid_tables_leave_out_or_add_their_sections(tmp_path: Path
     assert found and len(best) == len(dense)
     assert np.allclose(np.sort(best["loss"]), np.sort(dense["loss"]))
     assert not cell_best(dense)[1]
+    mixed = pd.concat([both, dense.assign(lr=1e-3, batch_tokens=2**20, n_active=7.0e9)])
+    assert len(grid_runs(mixed)) == len(both)  # single-run scaling cells are not the grid
     # Repeats of one setting (seeds) or a missing lr are not a grid: every run is kept.
     repeats = pd.concat([grid, grid.assign(run_id=grid["run_id"] + "-seed2")], ignore_index=True)
     assert not cell_best(repeats)[1] and len(cell_best(repeats)[0]) == 2 * len(dense)
