@@ -32,6 +32,7 @@ from bayes_scaling.posterior import Posterior
 from bayes_scaling.predict import law_draws, log_likelihood
 from bayes_scaling.runs import split_diverged, validate_runs
 from bayes_scaling.spec import ModelSpec
+from bayes_scaling.splits import CUTS, BacktestError, cut_column, split_at
 
 __all__ = [
     "CUTS",
@@ -45,26 +46,13 @@ __all__ = [
     "split_at",
 ]
 
-# The cut names a user gives -> the run-table column they cut on.
-CUTS = {"compute": "flops", "flops": "flops", "n_active": "n_active", "tokens": "tokens"}
 PROBS = (0.5, 0.8, 0.9)
-
-
-class BacktestError(ValueError):
-    """A backtest that cannot be run: an unknown cut, or a cut that leaves nothing to fit or
-    nothing held out; the message names the cut and the threshold."""
-
-
-def _column(cut: str) -> str:
-    if cut not in CUTS:
-        raise BacktestError(f"unknown cut {cut!r}; expected one of {sorted(set(CUTS) - {'flops'})}")
-    return CUTS[cut]
 
 
 def cut_thresholds(runs: pd.DataFrame, cut: str = "compute", n_cuts: int = 3) -> list[float]:
     """Thresholds that leave the top 1/3 ... 2/3 of the log range of ``cut`` out (``n_cuts``
     evenly spaced fractions; one cut leaves the top 1/3 out), largest threshold first."""
-    column = _column(cut)
+    column = cut_column(cut)
     if isinstance(n_cuts, bool) or not isinstance(n_cuts, int) or n_cuts < 1:
         raise BacktestError(f"n_cuts must be a whole number >= 1, not {n_cuts!r}")
     values = np.log(runs[column].to_numpy(float))
@@ -76,33 +64,6 @@ def cut_thresholds(runs: pd.DataFrame, cut: str = "compute", n_cuts: int = 3) ->
         )
     fractions = np.linspace(1 / 3, 2 / 3, n_cuts) if n_cuts > 1 else np.array([1 / 3])
     return [float(np.exp(high - f * (high - low))) for f in fractions]
-
-
-def split_at(
-    runs: pd.DataFrame, cut: str, threshold: float
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(fitted: at or below ``threshold``, held out: above it and of an arch and eval set the
-    fitted runs have, unscored: above it, of an arch or eval set the fit never saw)."""
-    column = _column(cut)
-    below = runs[column].to_numpy(float) <= threshold
-    fitted, above = runs[below], runs[~below]
-    where = f"a cut at {column} <= {threshold:.4g}"
-    if fitted.empty:
-        raise BacktestError(f"{where} leaves nothing to fit (smallest: {runs[column].min():.4g})")
-    if above.empty:
-        raise BacktestError(f"{where} leaves nothing held out (largest: {runs[column].max():.4g})")
-    known = above["arch"].isin(set(fitted["arch"])) & above["eval_set"].isin(
-        set(fitted["eval_set"])
-    )
-    if not known.any():
-        raise BacktestError(
-            f"{where}: every held-out run is of an arch or eval set absent below the cut"
-        )
-    return (
-        fitted.reset_index(drop=True),
-        above[known].reset_index(drop=True),
-        above[~known].reset_index(drop=True),
-    )
 
 
 def interval_score(
@@ -311,7 +272,7 @@ def backtest(
 
     if not isinstance(spec, ModelSpec):
         raise BacktestError("backtests score loss laws; this is a hyperparameter hypothesis")
-    column = _column(cut)
+    column = cut_column(cut)
     runs = split_diverged(validate_runs(runs))[0]
     chosen = list(thresholds) if thresholds is not None else cut_thresholds(runs, cut, n_cuts)
     say = log or (lambda message: None)

@@ -90,7 +90,7 @@ def inner_splits(
 ) -> list[tuple[float, pd.DataFrame, pd.DataFrame]]:
     """For each fraction f, (threshold, runs below it, runs above it), the threshold leaving
     the top f of the log range of ``cut`` out."""
-    from bayes_scaling.backtest import CUTS, BacktestError, split_at
+    from bayes_scaling.splits import CUTS, BacktestError, split_at
 
     column = CUTS.get(cut)
     if column is None:
