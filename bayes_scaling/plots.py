@@ -326,10 +326,13 @@ def plot_frontier(
             median, low, high = optimum.interval(name, prob)
             axis.plot(grid, median, label=arch, color=colors[arch])
             axis.fill_between(grid, low, high, color=colors[arch], alpha=0.2, linewidth=0)
-    reach = model_flops(posterior.runs)
+    runs = posterior.runs
+    has_runs = len(runs) > 0 and {"n_active", "tokens"} <= set(runs)  # not a published law
     for axis, column in zip(axes, ("n_active", "tokens"), strict=True):
-        axis.axvspan(reach.min(), reach.max(), color="0.5", alpha=0.1, linewidth=0,
-                     label="compute of the runs" if column == "n_active" else None)  # fmt: skip
+        if has_runs:
+            reach = model_flops(runs)
+            axis.axvspan(reach.min(), reach.max(), color="0.5", alpha=0.1, linewidth=0,
+                         label="compute of the runs" if column == "n_active" else None)  # fmt: skip
         if chosen is not None:
             for _, row in chosen.iterrows():
                 axis.scatter(row["flops"], row[column], marker="D", s=40, zorder=5,
