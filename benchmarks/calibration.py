@@ -119,51 +119,9 @@ def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.with_suffix(".tmp.npz").rename(path)
 
 
-def stage_one(task: Task, seed: int, refresh: bool) -> Path:
-    """Fit, collect the held-out evidence, the within-data evidence and the bootstrap."""
-    path = cache_path(task)
-    if path.exists() and not refresh:
-        return path
-    fitted, held = split(task)
-    spec = read_spec(task.model)
-    started = time.perf_counter()
-    posterior = fit(fitted, spec, random_seed=seed, progressbar=False)
-    fit_seconds = time.perf_counter() - started
-    outer = evidence(posterior, held)
-    started = time.perf_counter()
-    inner = within_data(posterior.fitted_runs, spec, inner_cut(task), random_seed=seed)
-    inner_seconds = time.perf_counter() - started
-    experts = "experts" in LAWS[spec.law].columns
-    started = time.perf_counter()
-    full, resamples = bootstrap_huber(fitted, random_seed=seed, experts=experts)
-    boot_seconds = time.perf_counter() - started
-    boot = np.stack([fit_.log_loss(held) for fit_ in resamples])
-    arrays = {
-        **outer.to_arrays("outer_"),
-        **{k: v for i, item in enumerate(inner) for k, v in item.to_arrays(f"inner{i}_").items()},
-        "inner_count": np.array(len(inner)),
-        "boot": boot,
-        "boot_point": full.log_loss(held),
-        "run_id": held["run_id"].to_numpy(dtype=str),
-        "converged": np.array(posterior.convergence().ok),
-        "fitted_runs": np.array(len(fitted)),
-        "seconds": np.array([fit_seconds, inner_seconds, boot_seconds]),
-    }
-    _save(path, arrays)
-    print(
-        f"{task.key}: {len(fitted)} fitted, {len(held)} held out, converged "
-        f"{posterior.convergence().ok}, {fit_seconds:.0f} s fit, {inner_seconds:.0f} s inner, "
-        f"{boot_seconds:.0f} s bootstrap",
-        flush=True,
-    )
-    return path
-
-
-def stage_one_rival(task: Task, model: str, seed: int, refresh: bool) -> Path:
-    """A rival law's fit and its within-data backtest (its evidence only; no bootstrap)."""
-    path = cache_path(task, model)
-    if path.exists() and not refresh:
-        return path
+def _law_evidence(task: Task, model: str, seed: int) -> tuple[dict, bool, list[float]]:
+    """Fit ``model`` on the task's smaller runs: the held-out and within-data evidence as
+    arrays, whether the fit converged, and the seconds of the fit and the inner backtest."""
     fitted, held = split(task)
     spec = read_spec(model)
     started = time.perf_counter()
@@ -177,13 +135,45 @@ def stage_one_rival(task: Task, model: str, seed: int, refresh: bool) -> Path:
         **{k: v for i, item in enumerate(inner) for k, v in item.to_arrays(f"inner{i}_").items()},
         "inner_count": np.array(len(inner)),
         "converged": np.array(posterior.convergence().ok),
-        "seconds": np.array([fit_seconds, time.perf_counter() - started]),
     }
+    return arrays, bool(posterior.convergence().ok), [fit_seconds, time.perf_counter() - started]
+
+
+def stage_one(task: Task, seed: int, refresh: bool) -> Path:
+    """Fit, collect the held-out evidence, the within-data evidence and the bootstrap."""
+    path = cache_path(task)
+    if path.exists() and not refresh:
+        return path
+    fitted, held = split(task)
+    arrays, converged, (fit_seconds, inner_seconds) = _law_evidence(task, task.model, seed)
+    experts = "experts" in LAWS[read_spec(task.model).law].columns
+    started = time.perf_counter()
+    full, resamples = bootstrap_huber(fitted, random_seed=seed, experts=experts)
+    boot_seconds = time.perf_counter() - started
+    arrays.update({
+        "boot": np.stack([fit_.log_loss(held) for fit_ in resamples]),
+        "boot_point": full.log_loss(held),
+        "run_id": held["run_id"].to_numpy(dtype=str),
+        "fitted_runs": np.array(len(fitted)),
+        "seconds": np.array([fit_seconds, inner_seconds, boot_seconds]),
+    })  # fmt: skip
     _save(path, arrays)
     print(
-        f"{task.key} / {model}: converged {posterior.convergence().ok}, {fit_seconds:.0f} s fit",
+        f"{task.key}: {len(fitted)} fitted, {len(held)} held out, converged {converged}, "
+        f"{fit_seconds:.0f} s fit, {inner_seconds:.0f} s inner, {boot_seconds:.0f} s bootstrap",
         flush=True,
     )
+    return path
+
+
+def stage_one_rival(task: Task, model: str, seed: int, refresh: bool) -> Path:
+    """A rival law's fit and its within-data backtest (its evidence only; no bootstrap)."""
+    path = cache_path(task, model)
+    if path.exists() and not refresh:
+        return path
+    arrays, converged, seconds = _law_evidence(task, model, seed)
+    _save(path, {**arrays, "seconds": np.array(seconds)})
+    print(f"{task.key} / {model}: converged {converged}, {seconds[0]:.0f} s fit", flush=True)
     return path
 
 
