@@ -19,6 +19,7 @@ from typing import Any
 import arviz as az
 import numpy as np
 import pandas as pd
+import xarray as xr
 from arviz_stats.utils import ELPDData
 
 from bayes_scaling.backtest import Backtest, score_held_out, summarize
@@ -41,6 +42,7 @@ __all__ = [
     "StackedPosterior",
     "compare",
     "loo",
+    "loo_pit",
     "stacked_backtest",
     "stacking_weights",
 ]
@@ -55,6 +57,41 @@ def loo(posterior: Posterior) -> ELPDData:
     with warnings.catch_warnings():  # our own warning below names the runs and the advice
         warnings.simplefilter("ignore")
         return az.loo(posterior.idata, pointwise=True, var_name="log_loss")
+
+
+def loo_pit(posterior: Posterior, random_seed: int = 0) -> np.ndarray:
+    """PSIS-LOO probability integral transform of each fitted run's ln loss, shape (run,):
+    P(a new run's ln loss <= the observed one | the other runs), from ArviZ's ``loo_pit`` with
+    one Student-t noise draw per posterior draw (seeded). Uniform on [0, 1] when the law and
+    noise model are right; piled at the ends when the intervals are too narrow, in the middle
+    when too wide."""
+    from bayes_scaling.predict import law_draws
+
+    if "log_likelihood" not in posterior.idata.children:
+        from bayes_scaling.fit import add_log_likelihood
+
+        add_log_likelihood(posterior)
+    log_lik = posterior.idata["log_likelihood"].to_dataset()
+    shape = tuple(log_lik["log_loss"].shape)
+    rng = np.random.default_rng(random_seed)
+    sigma = posterior.draws("sigma").reshape(-1, 1)
+    nu = posterior.draws("nu").reshape(-1, 1)
+    mean = law_draws(posterior, posterior.runs)
+    replicate = mean + sigma * rng.standard_t(np.broadcast_to(nu, mean.shape))
+    observed = np.log(posterior.runs["loss"].to_numpy(float))
+    tree = xr.DataTree.from_dict({
+        "posterior": posterior.idata["posterior"].to_dataset(),
+        "log_likelihood": log_lik,
+        "posterior_predictive": xr.Dataset(
+            {"log_loss": (log_lik["log_loss"].dims, replicate.reshape(shape))},
+            coords=log_lik.coords),
+        "observed_data": xr.Dataset({"log_loss": ("run", observed)},
+                                    coords={"run": log_lik["run"].to_numpy()}),
+    })  # fmt: skip
+    with warnings.catch_warnings():  # high Pareto k is reported by loo() with run names
+        warnings.simplefilter("ignore")
+        values = az.loo_pit(tree, var_names="log_loss", random_state=random_seed)
+    return np.asarray(values["log_loss"] if hasattr(values, "data_vars") else values, float)
 
 
 def _high_k(result: ELPDData) -> list[str]:

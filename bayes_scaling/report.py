@@ -41,7 +41,15 @@ from bayes_scaling.report_sections import (
 from bayes_scaling.runs import split_diverged, validate_runs
 from bayes_scaling.spec import read_spec
 
-__all__ = ["DEFAULT_DATASET", "Report", "build_report", "default_model", "default_targets"]
+__all__ = [
+    "DEFAULT_DATASET",
+    "Report",
+    "build_report",
+    "default_model",
+    "default_target_loss",
+    "default_targets",
+    "reach_data",
+]
 
 DEFAULT_DATASET = "deepmind-routing"
 
@@ -146,6 +154,57 @@ def moe_section_data(posterior: Posterior, targets: Sequence[float]) -> dict[str
     return out
 
 
+def default_target_loss(decisions: dict) -> float:
+    """The loss to reach by default: the recommended run's median expected loss at the
+    smallest target budget, to 3 significant figures (so the curve crosses 1/2 near there)."""
+    return float(f"{decisions['targets'][0]['best']['loss_median']:.3g}")
+
+
+def _crossing(budgets: np.ndarray, probs: np.ndarray, level: float) -> float | None:
+    """The smallest budget where ``probs`` reaches ``level`` (log-linear between grid points);
+    None when it never does on the grid."""
+    above = np.flatnonzero(probs >= level)
+    if not len(above):
+        return None
+    i = int(above[0])
+    if i == 0:
+        return float(budgets[0])
+    x0, x1 = np.log(budgets[i - 1]), np.log(budgets[i])
+    share = (level - probs[i - 1]) / (probs[i] - probs[i - 1])
+    return float(np.exp(x0 + share * (x1 - x0)))
+
+
+def reach_data(posterior: Posterior, targets: Sequence[float], loss: float) -> dict[str, Any]:
+    """P(a new run's loss <= ``loss``) against budget per arch, each budget's run chosen to
+    maximise that probability (``recommend(..., objective="p-target")``), on a log grid from the
+    data's compute (at most 1000x below the smallest target) to 3x the largest target; and the
+    budget where it first reaches 0.5 and 0.9. A budget where no size can be chosen (the
+    optimum outside the size grid) is NaN."""
+    from bayes_scaling.frontier import DecisionError
+
+    low = max(float(model_flops(posterior.runs).min()), min(targets) / 1e3)
+    budgets = np.geomspace(low, 3 * max(targets), 25)
+    eval_set = decision_eval_set(posterior.runs)
+    out: dict[str, Any] = {"target_loss": loss, "flops": budgets.tolist(), "per_arch": {}}
+    for arch in sorted(posterior.runs["arch"].unique()):
+        probs = []
+        for budget in budgets:
+            try:
+                chosen = recommend(posterior, float(budget), "p-target", target=loss,
+                                   archs=[arch], eval_set=eval_set)  # fmt: skip
+                probs.append(chosen.score)
+            except DecisionError:
+                probs.append(np.nan)
+        values = np.asarray(probs, float)
+        known = np.isfinite(values)
+        out["per_arch"][arch] = {
+            "p_reach": values.tolist(),
+            **{f"flops_p{int(100 * level)}": _crossing(budgets[known], values[known], level)
+               for level in (0.5, 0.9)},
+        }  # fmt: skip
+    return out
+
+
 def summary_section(decisions: dict, moe: dict | None, facts: dict) -> tuple[Section, dict]:
     text, numbers = [], []
     for target in decisions["targets"]:
@@ -200,13 +259,16 @@ def build_report(
     source: str = "",
     random_seed: int = 0,
     log: Callable[[str], None] | None = None,
+    target_loss: float | None = None,
     **settings: Any,
 ) -> Report:
     """Fit, decide and write ``out/index.html`` and ``out/summary.json``.
 
     ``models``: hypothesis names or files, the first one decides (default
     :func:`default_model`); ``targets``: budgets in FLOPs (default :func:`default_targets`);
-    ``settings`` go to every fit (``draws``, ``tune``, ``chains``...).
+    ``target_loss``: the loss whose P(reached) against budget the decisions section draws
+    (default :func:`default_target_loss`); ``settings`` go to every fit (``draws``, ``tune``,
+    ``chains``...).
     """
     say = log or (lambda message: None)
     checked = validate_runs(runs)
@@ -229,20 +291,24 @@ def build_report(
     say("[decide] recommendations at " + ", ".join(f"{t:.3g}" for t in targets) + " FLOPs")
     decisions = decide(primary, targets, hyper)
     moe = moe_section_data(primary, targets)
+    if target_loss is not None and not target_loss > 0:
+        raise ValueError(f"target loss must be a positive number, not {target_loss}")
+    reach = reach_data(primary, targets, target_loss or default_target_loss(decisions))
     say("[figures] drawing")
     fits, facts = fits_section(posteriors)
     hypotheses, loo_facts = hypotheses_section(posteriors)
     summary, numbers = summary_section(decisions, moe, facts)
     sections = [
         summary, data_section(kept, left_out, grid), fits, laws_section(primary),
-        extrapolation_section(primary, decisions), decisions_section(primary, decisions, moe),
+        extrapolation_section(primary, decisions),
+        decisions_section(primary, decisions, moe, reach),
         hypotheses, hyper_section(hyper, decisions, checked),
     ]  # fmt: skip
     payload = {
         "source": source, "models": list(posteriors), "runs": len(kept),
         "left_out": left_out["run_id"].astype(str).tolist(), **numbers, **facts,
-        "hypotheses": loo_facts, "sections_left_out": {s.key: s.left_out for s in sections
-                                                       if s.left_out},
+        "hypotheses": loo_facts, "reach": reach,
+        "sections_left_out": {s.key: s.left_out for s in sections if s.left_out},
     }  # fmt: skip
     folder = Path(out)
     html = atomic_write(folder / "index.html", render(f"Scaling report: {source}", sections))

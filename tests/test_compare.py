@@ -11,6 +11,7 @@ from pathlib import Path
 import arviz as az
 import numpy as np
 import pytest
+import xarray as xr
 from scipy.stats import t as student_t
 from typer.testing import CliRunner
 
@@ -247,3 +248,24 @@ def test_shifted_law_is_chinchilla_above_n0_and_flat_below() -> None:
         LAWS["chinchilla"].log_loss(small, params)[1]
         - LAWS["chinchilla"].log_loss(small, params)[0]
     )
+
+
+def test_loo_pit_is_near_uniform_when_calibrated_and_piles_in_the_tails_when_too_sure(
+    fitted,
+) -> None:  # type: ignore[no-untyped-def]
+    from bayes_scaling.compare import loo_pit
+
+    posterior = fitted["chinchilla"]  # the law and noise the runs were simulated from
+    pit = loo_pit(posterior)
+    assert pit.shape == (len(DENSE),) and ((pit >= 0) & (pit <= 1)).all()
+    assert np.array_equal(pit, loo_pit(posterior))  # seeded
+    tails = np.mean((pit < 0.05) | (pit > 0.95))
+    assert tails <= 0.25
+    # The same draws with the run noise 4x too small: intervals far too narrow.
+    tree = posterior.idata.copy()
+    post = tree["posterior"].to_dataset()
+    tree["posterior"] = xr.DataTree(post.assign(sigma=post["sigma"] / 4))
+    del tree["log_likelihood"]  # recomputed from the narrowed noise
+    narrow = loo_pit(replace(posterior, idata=tree))
+    assert np.mean((narrow < 0.05) | (narrow > 0.95)) >= 0.45
+    assert np.mean((narrow < 0.05) | (narrow > 0.95)) > tails + 0.3

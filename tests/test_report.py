@@ -58,14 +58,39 @@ def test_summary_json_holds_every_number_the_summary_states(report) -> None:  # 
     assert summary["runs"] == len(RUNS) and summary["left_out"] == []
 
 
+def test_reach_and_loo_pit_facts_are_consistent(report) -> None:  # type: ignore[no-untyped-def]
+    summary = report.summary
+    reach = summary["reach"]
+    first = summary["targets"][0]
+    # Default target: the recommended run's median loss at the smallest budget (3 s.f.), so a
+    # compute-optimal new run reaches it with probability ~1/2 near that budget.
+    assert reach["target_loss"] == float(f"{first['recommended']['loss_median']:.3g}")
+    budgets = np.asarray(reach["flops"])
+    assert budgets[-1] == pytest.approx(3 * summary["targets"][-1]["flops"])
+    for arch, result in reach["per_arch"].items():
+        p = np.asarray(result["p_reach"], float)
+        assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+        assert (np.diff(p) >= -0.02).all(), arch  # more compute never makes it less likely
+        assert p[0] < 0.5 < p[-1]
+        assert result["flops_p50"] <= result["flops_p90"]
+        i = int(np.searchsorted(budgets, result["flops_p50"]))
+        assert p[i - 1] < 0.5 <= p[i]
+    best = first["recommended"]["arch"]
+    assert 1 / 3 < reach["per_arch"][best]["flops_p50"] / first["flops"] < 3
+    assert 0 <= summary["loo_pit_tails"] <= 0.3  # simulated from the law: near 0.1
+    assert summary["loo_pit_ks"] <= 2 * summary["loo_pit_band"]
+    page = report.html.read_text(encoding="utf-8")
+    assert f"{summary['loo_pit_ks']:.3f}" in page and f"{reach['target_loss']:.4g}" in page
+
+
 def test_page_has_every_section_with_captioned_figures(report) -> None:  # type: ignore[no-untyped-def]
     page = report.html.read_text(encoding="utf-8")
     for key in ("summary", "data", "fits", "laws", "extrapolation", "decisions", "hypotheses",
                 "hyperparameters"):  # fmt: skip
         assert f'<section id="{key}">' in page
-    figures = re.findall(r'<figure id="figure-([a-z]+)"><img alt="[^"]+" src="data:image/png;'
+    figures = re.findall(r'<figure id="figure-([a-z_]+)"><img alt="[^"]+" src="data:image/png;'
                          r'base64,[A-Za-z0-9+/=]{1000,}"><figcaption>[^<]{40,}', page)  # fmt: skip
-    assert figures == ["residuals", "exponents", "loss", "frontier", "moe"]
+    assert figures == ["residuals", "loo_pit", "exponents", "loss", "frontier", "reach", "moe"]
     assert "http://" not in page and "https://" not in page  # self-contained
     summary = report.summary
     assert set(summary["sections_left_out"]) == {"hypotheses", "hyperparameters"}
@@ -112,6 +137,7 @@ def test_cli_report_writes_both_files_and_refuses_bad_input(tmp_path: Path) -> N
         "neither a file nor a shipped": ["report", "--runs", str(csv), "--model", "nope"],
         "no-such.csv": ["report", "--runs", str(tmp_path / "no-such.csv")],
         "exactly one of --runs": ["report", "--runs", str(csv), "--dataset", "chinchilla"],
+        "a loss must be a positive": ["report", "--runs", str(csv), "--target-loss", "0"],
     }
     for fragment, command in bad.items():
         result = runner.invoke(app, command)
@@ -145,7 +171,7 @@ def test_report_loads_in_a_real_browser(report, tmp_path: Path) -> None:  # type
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.complete, i.naturalWidth]);"
         )
-        assert len(images) == 5 and all(done and width > 300 for done, width in images)
+        assert len(images) == 7 and all(done and width > 300 for done, width in images)
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert errors == []
         assert driver.title == "Scaling report: simulated"

@@ -21,6 +21,14 @@ def report_command(
         list[float] | None,
         typer.Option("--target-flops", help="A budget to decide for (FLOPs); repeat for more."),
     ] = None,
+    target_loss: Annotated[
+        float | None,
+        typer.Option(
+            "--target-loss",
+            help="The loss whose P(reached) vs budget is drawn "
+            "(default: the recommended run's median loss at the smallest budget).",
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder for index.html and summary.json.")
     ] = Path("out/report"),
@@ -37,6 +45,8 @@ def report_command(
     for budget in target_flops or []:
         if not budget > 0 or budget == float("inf"):
             raise fail(f"--target-flops {budget}: a budget must be a positive, finite FLOP count")
+    if target_loss is not None and not (0 < target_loss < float("inf")):
+        raise fail(f"--target-loss {target_loss}: a loss must be a positive, finite number")
     check_output(out / "index.html", "--out")
     check_output(out / "summary.json", "--out")
     if runs is None and dataset is None:
@@ -46,7 +56,15 @@ def report_command(
     result = _guard(
         origin,
         lambda: build_report(
-            table, model, target_flops, out, origin, random_seed=seed, log=typer.echo, **options
+            table,
+            model,
+            target_flops,
+            out,
+            origin,
+            random_seed=seed,
+            log=typer.echo,
+            target_loss=target_loss,
+            **options,
         ),
     )
     typer.echo(f"report: {result.html}")
