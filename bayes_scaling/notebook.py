@@ -13,7 +13,7 @@ from typing import Any
 
 from bayes_scaling.posterior import ConvergenceReport, Posterior
 
-__all__ = ["SMALL_ENV", "assert_converged", "is_small", "sampling"]
+__all__ = ["SMALL_ENV", "assert_converged", "is_small", "require_datasets", "sampling"]
 
 SMALL_ENV = "BAYES_SCALING_SMALL"
 
@@ -35,3 +35,27 @@ def assert_converged(posterior: Posterior) -> ConvergenceReport:
     print(report)
     assert is_small() or report.ok, str(report)
     return report
+
+
+def require_datasets(*names: str) -> None:
+    """Check up front that every data set a notebook reads can be loaded, so a fresh clone
+    stops at the first cell with every missing download named, not mid-way after a fit.
+
+    Raises
+    ------
+    bayes_scaling.datasets.DataFileMissingError
+        Listing each missing data set with where to download it and where to put it.
+    """
+    from bayes_scaling.datasets import load_dataset
+    from bayes_scaling.datasets import DataFileMissingError
+
+    missing = []
+    for name in names:
+        try:
+            load_dataset(name)
+        except DataFileMissingError as error:
+            missing.append(f"- {name}: {error}")
+    if missing:
+        raise DataFileMissingError(
+            "this notebook needs data that is not bundled:\n" + "\n".join(missing)
+        )

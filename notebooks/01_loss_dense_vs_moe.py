@@ -27,6 +27,11 @@
 # Set `BAYES_SCALING_SMALL=1` for a quick run with short chains (what the fast test tier does):
 # the convergence check is then reported but not asserted, since short chains cannot pass it;
 # the assertions on the analysis itself still hold. The full run (slow tier) asserts it.
+#
+# **Data**: `chinchilla` (Epoch AI's transcription, no licence given)
+# is not bundled with the package. The first cell checks every data set this notebook reads
+# and, if one is missing, says where to download it and where to put it
+# (`$BAYES_SCALING_DATA/<folder>/` or a `shared/data/` folder beside the project).
 
 # %%
 
@@ -37,12 +42,13 @@ import pandas as pd
 
 from bayes_scaling.datasets import load_dataset
 from bayes_scaling.fit import fit
-from bayes_scaling.notebook import assert_converged, sampling
+from bayes_scaling.notebook import assert_converged, require_datasets, sampling
 from bayes_scaling.plots import plot_exponents, plot_loss_vs_compute
 from bayes_scaling.predict import law_draws, predict_loss
 from bayes_scaling.spec import read_spec
 
 SAMPLING = sampling(random_seed=0)
+require_datasets("deepmind-routing", "chinchilla")
 
 
 # %% [markdown]
@@ -68,7 +74,12 @@ assert_converged(deepmind)
 summary = az.summary(
     deepmind.idata, var_names=["alpha", "gamma", "log_alpha_mu", "gamma_mu"], kind="stats"
 )
-print(summary.to_string())
+print(summary.round(3).to_string())
+gamma = deepmind.idata["posterior"]["gamma"]
+for arch in gamma["arch"].to_numpy():
+    values = gamma.sel(arch=arch).to_numpy().ravel()
+    low, high = np.quantile(values, [0.05, 0.95])
+    print(f"{arch}: gamma {np.median(values):.3f} [{low:.3f}, {high:.3f}] (90%)")
 plot_exponents(deepmind, names=("alpha", "gamma"))
 plt.show()
 
@@ -121,7 +132,18 @@ ax.legend()
 plt.show()
 
 at = {arch: table.iloc[[0, 16, -1]] for arch, table in advantage.items()}
-print(pd.concat(at, names=["arch"]).round(4).to_string())
+table = pd.concat(at, names=["arch"]).round(4)
+table["n_active"] = table["n_active"].map("{:.3g}".format)
+print(table.to_string())
+for arch, rows in advantage.items():
+    first, last = rows.iloc[0], rows.iloc[-1]
+    print(
+        f"{arch}, 64 experts: {100 * first['median']:+.1f}% loss "
+        f"[{100 * first['low_90']:+.1f}, {100 * first['high_90']:+.1f}] at "
+        f"{first['n_active']:.3g} parameters, {100 * last['median']:+.1f}% "
+        f"[{100 * last['low_90']:+.1f}, {100 * last['high_90']:+.1f}] at {last['n_active']:.3g} "
+        f"(P(better than dense) {last['p_moe_better']:.2f} there)."
+    )
 
 # %% [markdown]
 # Checks on what the data say: at the smallest size every router with 64 experts beats dense
@@ -153,6 +175,12 @@ far = pd.DataFrame(
 )
 far_table = predict_loss(deepmind, far, probs=(0.9,))
 print(far_table.round(4).to_string(index=False))
+for row in far_table.itertuples():
+    print(
+        f"{row.arch} at 13B: expected loss {row.loss_median:.3f} [{row.loss_low_90:.3f}, "
+        f"{row.loss_high_90:.3f}], a new run [{row.new_run_low_90:.3f}, "
+        f"{row.new_run_high_90:.3f}] ({row.extrapolation:.0f}x beyond the data)."
+    )
 assert (far_table["loss_low_90"] < far_table["loss_median"]).all()
 # 10x beyond the data the discrepancy dominates both intervals; the run noise widens the new-run
 # one (to within the Monte Carlo error of the draws' tail quantiles).
@@ -201,6 +229,13 @@ comparison = pd.DataFrame(
 ).T
 print(comparison.round(4).to_string())
 assert (comparison.loc[["E", "alpha", "beta"], "|difference| / SE"] < 2).all()
+for name in ("E", "alpha", "beta"):
+    row = comparison.loc[name]
+    print(
+        f"{name}: ours {row['posterior mean']:.4g} [{row['94% low']:.4g}, {row['94% high']:.4g}] "
+        f"(94%), Epoch AI {row['Epoch estimate']:.4g} +- {row['Epoch SE']:.3g}: "
+        f"{row['|difference| / SE']:.1f} standard errors apart."
+    )
 
 # %% [markdown]
 # The posterior of A and B is wide and skewed (they trade off against alpha and beta), which is

@@ -24,6 +24,11 @@
 # Three data sets: DeepMind's routed models (laws x pooling x sharing), Chinchilla (Chinchilla vs
 # Kaplan's joint form and a shifted power law), and the package's own CPU trainer runs.
 # `BAYES_SCALING_SMALL=1` runs fewer hypotheses with short chains (the fast test tier).
+#
+# **Data**: `chinchilla` (Epoch AI's transcription, no licence given)
+# is not bundled with the package. The first cell checks every data set this notebook reads
+# and, if one is missing, says where to download it and where to put it
+# (`$BAYES_SCALING_DATA/<folder>/` or a `shared/data/` folder beside the project).
 
 # %%
 from pathlib import Path
@@ -37,7 +42,7 @@ from bayes_scaling.compare import StackedPosterior, compare, loo, stacking_weigh
 from bayes_scaling.datasets import load_dataset
 from bayes_scaling.datasets.loaders import trainer_scaling_runs
 from bayes_scaling.fit import fit
-from bayes_scaling.notebook import assert_converged, is_small, sampling
+from bayes_scaling.notebook import assert_converged, is_small, require_datasets, sampling
 from bayes_scaling.predict import predict_loss
 from bayes_scaling.spec import read_spec
 
@@ -58,6 +63,32 @@ def compare_on(runs, names, **cut):
         assert_converged(posteriors[name])
         backtests[name] = backtest(runs, spec, **cut, **SETTINGS)
     return compare(posteriors, backtests)
+
+
+def verdict(comparison, what: str) -> None:  # type: ignore[no-untyped-def]
+    """One sentence: which hypothesis LOO and the backtest prefer, and whether stacking helps."""
+    table = comparison.table
+    by_loo = table["elpd_loo"].idxmax()
+    by_backtest = table["backtest_interval_score_90"].idxmin()
+    best = table.loc[by_backtest, "backtest_interval_score_90"]
+    line = (
+        f"{what}: LOO prefers {by_loo} (stacking weight {table.loc[by_loo, 'weight_loo']:.2f}); "
+        f"the backtest prefers {by_backtest} (90% interval score {best:.4f}, new-run coverage "
+        f"{table.loc[by_backtest, 'backtest_coverage_new_run_90']:.2f})"
+    )
+    if comparison.stacked_scores:
+        stacked = comparison.stacked_scores["interval_score_90"]
+        line += (
+            f"; the stacked predictive scores {stacked:.4f}, "
+            + ("no worse than the best single hypothesis." if stacked <= best * 1.001 else
+               f"{100 * (stacked / best - 1):.0f}% WORSE than the best single hypothesis: "
+               "stacking by LOO weighs how well each law fits inside the data, not how it "
+               "extrapolates.")
+        )  # fmt: skip
+    print(line + ".")
+
+
+require_datasets("deepmind-routing", "chinchilla", "trainer-cpu")
 
 
 # %% [markdown]
@@ -82,7 +113,7 @@ assert np.isclose(table["weight_loo"].sum(), 1.0) and np.isclose(table["weight_b
 assert (table["backtest_held_out"] == (deepmind["n_active"] > 1e9).sum()).all()
 best = table["backtest_interval_score_90"].min()
 stacked_score = routed.stacked_scores["interval_score_90"]
-print(f"best single interval score {best:.4f}; stacked {stacked_score:.4f}")
+verdict(routed, "DeepMind, fit <= 370M, scored on 1.3B")
 
 # %% [markdown]
 # The stacked predictive's bands next to the best single hypothesis', on the held-out 1.3B runs
@@ -123,6 +154,7 @@ DENSE = ["chinchilla", "kaplan2020"] + ([] if is_small() else ["shifted-power"])
 dense = compare_on(chinchilla, DENSE, cut="compute", n_cuts=1 if is_small() else 3)
 print(dense.table[COLUMNS].round(3).to_string())
 assert set(dense.table.index) == set(DENSE)
+verdict(dense, "Chinchilla, backtests by compute")
 
 # %% [markdown]
 # ## 3. The package's own CPU runs: the sweep's scaling runs (dense and the three routers at
@@ -136,4 +168,4 @@ print(f"{len(trainer)} scaling runs:", trainer["arch"].value_counts().to_dict())
 TRAINER = ["wang2024-pooled", "wang2024"] + ([] if is_small() else ["clark2022"])
 own = compare_on(trainer, TRAINER, cut="n_active", n_cuts=1)
 print(own.table[COLUMNS].round(3).to_string())
-print("stacked:", {k: round(v, 4) for k, v in own.stacked_scores.items()})
+verdict(own, "The package's CPU runs")
