@@ -46,8 +46,7 @@ def require_datasets(*names: str) -> None:
     bayes_scaling.datasets.DataFileMissingError
         Listing each missing data set with where to download it and where to put it.
     """
-    from bayes_scaling.datasets import load_dataset
-    from bayes_scaling.datasets import DataFileMissingError
+    from bayes_scaling.datasets import DataFileMissingError, load_dataset
 
     missing = []
     for name in names:

@@ -80,10 +80,10 @@ def verdict(comparison, what: str) -> None:  # type: ignore[no-untyped-def]
         stacked = comparison.stacked_scores["interval_score_90"]
         line += (
             f"; the stacked predictive scores {stacked:.4f}, "
-            + ("no worse than the best single hypothesis." if stacked <= best * 1.001 else
+            + ("no worse than the best single hypothesis" if stacked <= best * 1.001 else
                f"{100 * (stacked / best - 1):.0f}% WORSE than the best single hypothesis: "
                "stacking by LOO weighs how well each law fits inside the data, not how it "
-               "extrapolates.")
+               "extrapolates")
         )  # fmt: skip
     print(line + ".")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from bayes_scaling.cli._common import (
@@ -83,9 +84,10 @@ def decide_command(
         optimum = frontier(
             posterior, [flops], choice.arch, experts=choice.experts, eval_set=eval_set
         ).to_dict(prob)
+        leverage = _leverage(posterior, choice, eval_set, prob)
     except DecisionError as error:
         raise fail(str(error)) from error
-    result = choice.to_dict(prob) | {"unconstrained": optimum}
+    result = choice.to_dict(prob) | {"unconstrained": optimum, "leverage": leverage}
     if as_json:
         typer.echo(json.dumps(result))
     else:
@@ -97,6 +99,27 @@ def decide_command(
             posterior, budgets=(flops / 1e3, flops * 1e2), mark=flops, eval_set=eval_set
         )
         save_figure(figure, plot)
+
+
+def _leverage(posterior: Any, choice: Any, eval_set: str | None, prob: float) -> dict | None:
+    """Efficiency Leverage of the chosen MoE configuration against compute-optimal dense, with
+    its interval; None when the choice is dense or the posterior has no dense arch."""
+    from bayes_scaling.intervals import central_interval
+    from bayes_scaling.leverage import configuration_leverage
+
+    if choice.experts <= 1 or "dense" not in set(posterior.runs["arch"].astype(str)):
+        return None
+    draws = configuration_leverage(
+        posterior, choice.arch, choice.n_active, choice.tokens, choice.experts, eval_set
+    )
+    extended = np.where(np.isnan(draws), np.inf, draws)  # dense never gets there: unbounded
+    low, high = central_interval(extended, prob, axis=None, method="inverted_cdf")
+    finite = [float(v) if np.isfinite(v) else None for v in (np.median(extended), low, high)]
+    return {
+        "median": finite[0],
+        "interval": finite[1:],
+        "unreachable": float(np.isnan(draws).mean()),
+    }
 
 
 def _print(result: dict[str, Any]) -> None:
@@ -130,6 +153,13 @@ def _print(result: dict[str, Any]) -> None:
             f"lr/batch law); optimum lr {lr['median']:.3g} [{lr['interval'][0]:.3g}, "
             f"{lr['interval'][1]:.3g}], batch {batch['median']:.4g} "
             f"[{batch['interval'][0]:.4g}, {batch['interval'][1]:.4g}] ({label})"
+        )
+    if result["leverage"] is not None:
+        lev = result["leverage"]
+        show = ["unbounded" if v is None else f"{v:.3g}" for v in (lev["median"], *lev["interval"])]
+        typer.echo(
+            f"  Efficiency Leverage {show[0]} [{show[1]}, {show[2]}] ({label}): compute-optimal "
+            "dense needs that many times this budget to reach its expected loss"
         )
     for row in result["runners_up"][:5]:
         typer.echo(
