@@ -1,0 +1,104 @@
+"""Downstream accuracy laws: hypothesis files are checked key by key, rows at chance are left out
+with a reason, the direct law recovers the exponents that made simulated accuracies, and the
+backtest scores what it predicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_scaling.downstream import (
+    CHANCE,
+    DownstreamError,
+    accuracy_table,
+    backtest_accuracy,
+    fit_accuracy,
+    read_downstream_spec,
+)
+
+TASKS = ("arc_easy", "piqa")
+TRUTH = {"arc_easy": (-0.6, 0.35, -1.0, 0.25), "piqa": (-0.2, 0.30, -0.8, 0.30)}
+
+
+def _simulated(seed: int = 0) -> pd.DataFrame:
+    """Checkpoints of five model sizes whose accuracies follow -ln Q = A/N^a + B/D^b exactly,
+    with small noise on ln(-ln Q)."""
+    rng = np.random.default_rng(seed)
+    n = np.repeat([7e7, 1.6e8, 4e8, 1e9, 2.5e9, 6e9], 6)
+    d = np.tile(np.geomspace(1e10, 3e11, 6), 6)
+    table = pd.DataFrame({"run_id": [f"r{i}" for i in range(len(n))], "n_active": n,
+                          "tokens": d, "loss": 2.0, "model": [f"m{x:g}" for x in n]})  # fmt: skip
+    for task, (log_a, alpha, log_b, beta) in TRUTH.items():
+        y = np.logaddexp(log_a - alpha * np.log(n / 1e9), log_b - beta * np.log(d / 1e11))
+        q = np.exp(-np.exp(y + rng.normal(0, 0.01, len(n))))
+        table[f"{task}_acc"] = CHANCE[task] + (1 - CHANCE[task]) * q
+    return table
+
+
+def test_hypothesis_files_are_checked_key_by_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    shipped = read_downstream_spec("direct-nd")
+    assert shipped.law == "direct-nd" and shipped.draws == 2000 and "piqa" in shipped.tasks
+    assert read_downstream_spec("downstream/two-stage").law == "two-stage"
+    head = 'kind = "downstream"\n'
+    cases = {
+        'kind = "loss"\nlaw = "direct-nd"': "key 'kind'",
+        head + 'law = "sigmoid"': "unknown downstream law",
+        head + 'law = "direct-nd"\ntasks = ["nope"]': "unknown task",
+        head + 'law = "direct-nd"\nmin_tokens = "5e9"': "'min_tokens' must be a number",
+        head + 'law = "direct-nd"\nextra = 1': "unknown key",
+        head + 'law = "direct-c"\nratio_tolerance = 0.5': "ratio_tolerance",
+        head + 'law = "direct-nd"\n[sampler]\ndraws = true': "'draws' must be a number",
+        "law = [": "not valid TOML",
+    }
+    for text, fragment in cases.items():
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        with pytest.raises(DownstreamError, match=fragment) as error:
+            read_downstream_spec(path)
+        assert str(path) in str(error.value)
+    with pytest.raises(DownstreamError, match="neither a file"):
+        read_downstream_spec("no-such-law")
+
+
+def test_rows_at_chance_are_left_out_with_a_reason() -> None:
+    runs = _simulated().head(3).copy()
+    runs.loc[1, "piqa_acc"] = 0.49  # below chance (0.5)
+    runs.loc[2, "arc_easy_acc"] = np.nan
+    kept, left = accuracy_table(runs, TASKS)
+    assert len(kept) + len(left) == 6
+    assert set(zip(left["run_id"], left["task"], strict=True)) == {
+        ("r1", "piqa"),
+        ("r2", "arc_easy"),
+    }
+    at_chance = "accuracy at or below chance (Q <= 0) or perfect (Q >= 1)"
+    assert set(left["reason"]) == {"accuracy missing", at_chance}
+    q = kept.set_index(["run_id", "task"]).loc[("r0", "piqa"), "q"]
+    assert q == pytest.approx((runs.loc[0, "piqa_acc"] - 0.5) / 0.5)
+    with pytest.raises(DownstreamError, match="no column 'sciq_acc'"):
+        accuracy_table(runs, ("sciq",))
+
+
+def test_direct_law_recovers_exponents_and_backtest_scores_held_out_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    runs = _simulated()
+    spec = tmp_path / "two.toml"
+    spec.write_text('kind = "downstream"\nlaw = "direct-nd"\ntasks = ["arc_easy", "piqa"]\n'
+                    "min_tokens = 1e9\n")  # fmt: skip
+    held = runs["n_active"] >= 6e9
+    posterior, predicted = backtest_accuracy(runs, str(spec), held, draws=300, tune=400)
+    assert posterior.tasks == list(TASKS) and len(posterior.table) == 2 * (~held).sum()
+    for task, (_, alpha, _, beta) in TRUTH.items():
+        i = posterior.tasks.index(task)
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            draws = posterior.idata["posterior"][name].to_numpy()[..., i].ravel()
+            assert np.quantile(draws, 0.01) < value < np.quantile(draws, 0.99), (task, name)
+    assert len(predicted) == 2 * held.sum()
+    assert predicted["rel_error"].max() < 0.02  # the law is the truth: small error at 2.4x N
+    assert predicted["covered"].mean() >= 0.75
+    assert (predicted["new_low"] <= predicted["acc_low"]).all()  # noise widens the interval
+    manual = (predicted["acc_median"] - predicted["acc"]).abs() / predicted["acc"]
+    assert np.allclose(manual, predicted["rel_error"])
+    # Same seed, same posterior.
+    again = fit_accuracy(runs[~held], str(spec), draws=300, tune=400)
+    assert np.array_equal(again.idata["posterior"]["alpha"].to_numpy(),
+                          posterior.idata["posterior"]["alpha"].to_numpy())  # fmt: skip
