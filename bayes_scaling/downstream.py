@@ -17,6 +17,7 @@ as ``left_out`` with the reason, never silently.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -210,6 +211,27 @@ class AccuracyPosterior:
         c, k = self._draws("c")[:, index], self._draws("k")[:, index]
         size = min(len(c), len(log_loss))
         return c[:size] + k[:size] * (log_loss[:size] - LOG_L_REF)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """One netCDF file (:func:`bayes_scaling.accuracy_file.save_accuracy`)."""
+        from bayes_scaling.accuracy_file import save_accuracy
+
+        return save_accuracy(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> AccuracyPosterior:
+        """Read a file :meth:`save` wrote; a foreign or damaged one raises
+        :class:`DownstreamError` naming it."""
+        from bayes_scaling.accuracy_file import AccuracyFileError, read_accuracy
+
+        try:
+            parts = read_accuracy(path)
+            spec = DownstreamSpec(**parts.pop("spec"))
+        except (AccuracyFileError, TypeError, DownstreamError) as error:
+            raise DownstreamError(
+                f"{error}" if str(path) in str(error) else f"{path}: {error}"
+            ) from error
+        return cls(spec, parts["tasks"], parts["table"], parts["idata"], loss=parts["loss"])
 
     def predict(
         self, points: pd.DataFrame, prob: float = 0.9, random_seed: int = 0

@@ -21,7 +21,8 @@ from bayes_scaling.plots import (
 )
 from bayes_scaling.posterior import Posterior
 from bayes_scaling.predict import law_draws, predict_loss
-from bayes_scaling.report_html import Figure, Section, table_html
+from bayes_scaling.report_figures import pit_figure, png, reach_figure
+from bayes_scaling.report_html import Section, table_html
 
 __all__ = [
     "PROB",
@@ -42,13 +43,6 @@ def decision_eval_set(runs: pd.DataFrame) -> str | None:
     """The eval set the report decides on: None for a table with one, else its most common."""
     sets = runs["eval_set"].astype(str)
     return None if sets.nunique() == 1 else str(sets.mode().iloc[0])
-
-
-def _png(figure: Any, name: str, caption: str) -> Figure:
-    figure.set_dpi(100)
-    out = Figure.from_matplotlib(figure, name, caption)
-    plt.close(figure)
-    return out
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -128,7 +122,7 @@ def fits_section(posteriors: dict[str, Posterior]) -> tuple[Section, dict[str, A
     if nu < 2:
         text.append(f"The noise's degrees of freedom are {nu:.2g} < 2: its heavy tails absorb "
                     "misfit; compare laws before trusting intervals inside the data.")  # fmt: skip
-    pit_figure, pit = _pit_figure(name, loo_pit(primary))
+    pit_png, pit = pit_figure(name, loo_pit(primary))
     verdict = "inside" if pit["loo_pit_ks"] <= pit["loo_pit_band"] else "outside"
     text.append(
         f"LOO-PIT ({name}): {100 * pit['loo_pit_tails']:.0f}% of runs fall in the outer 10% of "
@@ -136,40 +130,11 @@ def fits_section(posteriors: dict[str, Posterior]) -> tuple[Section, dict[str, A
         f"{pit['loo_pit_ks']:.3f} lies {verdict} the 90% band of a uniform sample "
         f"({pit['loo_pit_band']:.3f})."
     )
-    figures = [_png(figure, "residuals", caption), pit_figure]
+    figures = [png(figure, "residuals", caption), pit_png]
     facts = {"convergence_ok": {n: bool(p.convergence().ok) for n, p in posteriors.items()},
              "in_sample_coverage": coverage, "noise_sigma": sigma, "noise_nu": nu,
              **pit}  # fmt: skip
     return Section("fits", "Fits", text, figures=figures), facts
-
-
-KS_90 = 1.224  # Kolmogorov's 90% critical value times sqrt(n): the band of a uniform ECDF
-
-
-def _pit_figure(name: str, pit: np.ndarray) -> tuple[Figure, dict[str, float]]:
-    """The LOO-PIT values' ECDF minus the uniform one, with the 90% band a uniform sample of
-    that size stays inside (Kolmogorov-Smirnov)."""
-    values = np.sort(pit)
-    n = len(values)
-    grid = np.linspace(0, 1, 201)
-    ecdf = np.searchsorted(values, grid, side="right") / n
-    band = KS_90 / np.sqrt(n)
-    figure, axis = plt.subplots(figsize=(6.2, 3.4))
-    axis.fill_between(grid, -band, band, color="0.5", alpha=0.2, linewidth=0,
-                      label="90% band of a uniform sample")  # fmt: skip
-    axis.plot(grid, ecdf - grid, color="C0", label="LOO-PIT ECDF - uniform")
-    axis.axhline(0, color="k", linewidth=0.8)
-    axis.set(xlabel="LOO-PIT value", ylabel="ECDF difference", xlim=(0, 1))
-    axis.legend(fontsize="small")
-    facts = {"loo_pit_ks": float(np.max(np.abs(ecdf - grid))), "loo_pit_band": float(band),
-             "loo_pit_tails": float(np.mean((pit < 0.05) | (pit > 0.95)))}  # fmt: skip
-    caption = (
-        f"LOO-PIT of {name}: for each run, the probability (leave that run out, PSIS-LOO) that "
-        "a new run at its N and D scores below it; drawn as the difference between their ECDF "
-        "and a uniform one. Inside the grey band: calibrated. A dip then rise (an S) means "
-        "intervals too narrow, the reverse too wide; a one-sided bulge means a biased law."
-    )
-    return _png(figure, "loo_pit", caption), facts
 
 
 def laws_section(posterior: Posterior) -> Section:
@@ -196,7 +161,7 @@ def laws_section(posterior: Posterior) -> Section:
                "on that exponent.")  # fmt: skip
     return Section(
         "laws", "Laws", [f"Parameters of {posterior.spec.name or posterior.spec.law}."],  # type: ignore[union-attr]
-        [table_html(table)], [_png(figure, "exponents", caption)],
+        [table_html(table)], [png(figure, "exponents", caption)],
     )  # fmt: skip
 
 
@@ -223,43 +188,7 @@ def extrapolation_section(posterior: Posterior, decisions: dict) -> Section:
         "run at each target budget, with its 90% new-run interval (off the curves when the "
         "optimum spends tokens differently from the runs)."
     )
-    return Section("extrapolation", "Extrapolation", [], figures=[_png(figure, "loss", caption)])
-
-
-def _reach_figure(posterior: Posterior, reach: dict) -> tuple[Figure, list[str]]:
-    """P(a new run reaches the target loss) against budget per arch, and sentences saying
-    which budget makes it likely (0.5) and near sure (0.9)."""
-    budgets = np.asarray(reach["flops"])
-    target = reach["target_loss"]
-    figure, axis = plt.subplots(figsize=(6.2, 3.6))
-    colors = arch_colors(list(posterior.runs["arch"].unique()))
-    text = []
-    for arch, result in reach["per_arch"].items():
-        axis.plot(budgets, result["p_reach"], marker="o", markersize=3, color=colors[arch],
-                  label=arch)  # fmt: skip
-        at = {level: result[f"flops_p{level}"] for level in (50, 90)}
-        if at[90] is not None:
-            text.append(f"{arch}: a compute-optimal new run reaches loss {target:.4g} with "
-                        f"probability 0.5 from {at[50]:.3g} FLOPs and 0.9 from "
-                        f"{at[90]:.3g} FLOPs.")  # fmt: skip
-        elif at[50] is not None:
-            text.append(f"{arch}: probability 0.5 of loss <= {target:.4g} from {at[50]:.3g} "
-                        f"FLOPs; 0.9 is not reached by {budgets[-1]:.3g} FLOPs.")  # fmt: skip
-        else:
-            text.append(f"{arch}: loss {target:.4g} stays unlikely (P < 0.5) up to "
-                        f"{budgets[-1]:.3g} FLOPs.")  # fmt: skip
-    low, high = float(model_flops(posterior.runs).min()), float(model_flops(posterior.runs).max())
-    axis.axvspan(low, high, color="0.85", zorder=0, label="compute of the runs")
-    for level in (0.5, 0.9):
-        axis.axhline(level, color="0.4", linewidth=0.7, linestyle=":")
-    axis.set(xscale="log", xlabel="training FLOPs C (6 N D)", ylim=(-0.02, 1.02),
-             ylabel=f"P(new run's loss <= {target:.4g})")  # fmt: skip
-    axis.legend(fontsize="small")
-    caption = (f"The probability that one new run, sized to maximise it at each budget, ends at "
-               f"loss <= {target:.4g} (the law's uncertainty and run noise; dotted: 0.5 and 0.9; "
-               f"grey: the runs' compute). Read off the budget that makes the target likely "
-               f"enough for you.")  # fmt: skip
-    return _png(figure, "reach", caption), text
+    return Section("extrapolation", "Extrapolation", [], figures=[png(figure, "loss", caption)])
 
 
 def decisions_section(
@@ -283,7 +212,7 @@ def decisions_section(
         chosen=_targets_frame(decisions), eval_set=decision_eval_set(posterior.runs),
     )  # fmt: skip
     figures = [
-        _png(
+        png(
             frontier_figure,
             "frontier",
             (
@@ -301,7 +230,7 @@ def decisions_section(
             "same budget): how flat the optimum is."
         )
     if reach is not None:
-        reach_png, sentences = _reach_figure(posterior, reach)
+        reach_png, sentences = reach_figure(posterior, reach)
         figures.append(reach_png)
         text += sentences
     if moe is None:
@@ -325,7 +254,7 @@ def decisions_section(
             formatter(FormatStrFormatter("%.3g"))
         axes[0].legend(fontsize="small")
         figures.append(
-            _png(
+            png(
                 figure,
                 "moe",
                 "Left: the posterior probability that compute-optimal MoE reaches a lower "
@@ -402,4 +331,4 @@ def hyper_section(hyper: Posterior | None, decisions: dict, runs: pd.DataFrame) 
         "(contours of the fitted, asymmetric bowl), with the runs of that cell."
     )
     return Section("hyperparameters", "Hyperparameters", text,
-                   figures=[_png(figure, "bowl", caption)])  # fmt: skip
+                   figures=[png(figure, "bowl", caption)])  # fmt: skip

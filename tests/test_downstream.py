@@ -79,13 +79,21 @@ def test_rows_at_chance_are_left_out_with_a_reason() -> None:
         accuracy_table(runs, ("sciq",))
 
 
-def test_direct_law_recovers_exponents_and_backtest_scores_held_out_models(tmp_path) -> None:  # type: ignore[no-untyped-def]
+SPEC = 'kind = "downstream"\nlaw = "direct-nd"\ntasks = ["arc_easy", "piqa"]\nmin_tokens = 1e9\n'
+
+
+@pytest.fixture(scope="module")
+def backtested(tmp_path_factory):  # type: ignore[no-untyped-def]
+    spec = tmp_path_factory.mktemp("spec") / "two.toml"
+    spec.write_text(SPEC)
     runs = _simulated()
-    spec = tmp_path / "two.toml"
-    spec.write_text('kind = "downstream"\nlaw = "direct-nd"\ntasks = ["arc_easy", "piqa"]\n'
-                    "min_tokens = 1e9\n")  # fmt: skip
     held = runs["n_active"] >= 6e9
     posterior, predicted = backtest_accuracy(runs, str(spec), held, draws=300, tune=400)
+    return spec, runs, held, posterior, predicted
+
+
+def test_direct_law_recovers_exponents_and_backtest_scores_held_out_models(backtested) -> None:  # type: ignore[no-untyped-def]
+    spec, runs, held, posterior, predicted = backtested
     assert posterior.tasks == list(TASKS) and len(posterior.table) == 2 * (~held).sum()
     for task, (_, alpha, _, beta) in TRUTH.items():
         i = posterior.tasks.index(task)
@@ -102,3 +110,55 @@ def test_direct_law_recovers_exponents_and_backtest_scores_held_out_models(tmp_p
     again = fit_accuracy(runs[~held], str(spec), draws=300, tune=400)
     assert np.array_equal(again.idata["posterior"]["alpha"].to_numpy(),
                           posterior.idata["posterior"]["alpha"].to_numpy())  # fmt: skip
+
+
+def test_accuracy_posterior_file_round_trips_and_refuses_damage(backtested, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bayes_scaling.accuracy_file import is_accuracy_file
+    from bayes_scaling.downstream import AccuracyPosterior
+
+    _, _, _, posterior, predicted = backtested
+    path = posterior.save(tmp_path / "acc.nc")
+    assert is_accuracy_file(path) and not is_accuracy_file(tmp_path / "missing.nc")
+    loaded = AccuracyPosterior.load(path)
+    assert loaded.spec == posterior.spec and loaded.tasks == posterior.tasks
+    points = predicted[["task", "n_active", "tokens"]]
+    pd.testing.assert_frame_equal(loaded.predict(points), posterior.predict(points))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 8] = b"\x00" * 8
+    damaged = tmp_path / "damaged.nc"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(DownstreamError, match=r"damaged\.nc"):
+        AccuracyPosterior.load(damaged)
+
+
+def test_cli_fits_and_predicts_accuracy(backtested, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from bayes_scaling.cli import app
+
+    spec, runs, _, posterior, _ = backtested
+    posterior.save(tmp_path / "acc.nc")
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(tmp_path / "acc.nc"), "--n-active", "6e9",
+                                 "--tokens", "3e11", "--task", "piqa", "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.output)["predictions"]
+    expected = posterior.predict(pd.DataFrame({"task": ["piqa"], "n_active": [6e9],
+                                               "tokens": [3e11]}))  # fmt: skip
+    assert row["acc_median"] == pytest.approx(expected["acc_median"].iloc[0])
+    assert row["acc_low"] < row["acc_median"] < row["acc_high"]
+    bad = runner.invoke(app, ["predict", str(tmp_path / "acc.nc"), "--n-active", "6e9",
+                              "--tokens", "3e11", "--task", "mmlu"])  # fmt: skip
+    assert bad.exit_code == 1 and "this posterior has ['arc_easy', 'piqa']" in bad.output
+    csv = tmp_path / "runs.csv"
+    runs.assign(source="simulated", arch="dense").to_csv(csv, index=False)
+    out = tmp_path / "fitted.nc"
+    fitted = runner.invoke(app, ["accuracy", "fit", "--runs", str(csv), "--model", str(spec),
+                                 "--out", str(out), "--draws", "100", "--tune", "100"])  # fmt: skip
+    assert fitted.exit_code == 0, fitted.output
+    assert "72 (run, task) rows" in fitted.output and out.exists()
+    refused = runner.invoke(app, ["accuracy", "fit", "--runs", str(csv), "--model", "nope",
+                                  "--out", str(out)])  # fmt: skip
+    assert refused.exit_code == 1 and "neither a file nor a shipped" in refused.output

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from bayes_scaling.cli import compare, data, decide, fitting, report, train  # noqa: F401  (register)
+from bayes_scaling.cli import (  # noqa: F401  (register)
+    accuracy,
+    compare,
+    data,
+    decide,
+    fitting,
+    report,
+    train,
+)
 from bayes_scaling.cli._common import app
 
 __all__ = ["app", "main"]

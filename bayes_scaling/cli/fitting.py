@@ -161,12 +161,16 @@ def predict_command(
         float | None, typer.Option("--n-total", help="Total parameters (hyper posteriors).")
     ] = None,
     eval_set: Annotated[str | None, typer.Option("--eval-set")] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="Task (accuracy posteriors; default all).")
+    ] = None,
     prob: Annotated[float, typer.Option("--prob", help="Interval probability.")] = 0.9,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw loss vs compute.")] = None,
 ) -> None:
-    """Predicted loss of a planned run (loss posterior) or its optimal learning rate and batch
-    size (hyperparameter posterior), with intervals."""
+    """Predicted loss of a planned run (loss posterior), its optimal learning rate and batch
+    size (hyperparameter posterior) or its downstream accuracy per task (accuracy posterior
+    from `accuracy fit`), with intervals."""
     import json
 
     from bayes_scaling.predict import PredictionError, predict_point
@@ -174,6 +178,16 @@ def predict_command(
 
     check_prob(prob)
     check_output(plot, "--plot")
+    from bayes_scaling.accuracy_file import is_accuracy_file
+
+    if is_accuracy_file(posterior_file):
+        from bayes_scaling.cli.accuracy import predict_accuracy
+
+        for name, value in (("--n-active", n_active), ("--tokens", tokens)):
+            if not (value > 0 and value < float("inf")):
+                raise fail(f"{name} {value}: must be a positive, finite number")
+        predict_accuracy(posterior_file, n_active, tokens, task, prob, as_json)
+        return
     posterior = load_posterior(posterior_file)
     if isinstance(posterior.spec, HyperSpec):
         _predict_hyper(posterior, n_active, tokens, n_total, arch, prob, as_json)
