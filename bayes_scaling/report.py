@@ -29,6 +29,7 @@ from bayes_scaling.predict import law_draws
 from bayes_scaling.report_html import Section, render
 from bayes_scaling.report_sections import (
     PROB,
+    accuracy_section,
     data_section,
     decision_eval_set,
     decisions_section,
@@ -260,6 +261,7 @@ def build_report(
     random_seed: int = 0,
     log: Callable[[str], None] | None = None,
     target_loss: float | None = None,
+    accuracy: Any = None,
     **settings: Any,
 ) -> Report:
     """Fit, decide and write ``out/index.html`` and ``out/summary.json``.
@@ -267,7 +269,9 @@ def build_report(
     ``models``: hypothesis names or files, the first one decides (default
     :func:`default_model`); ``targets``: budgets in FLOPs (default :func:`default_targets`);
     ``target_loss``: the loss whose P(reached) against budget the decisions section draws
-    (default :func:`default_target_loss`); ``settings`` go to every fit (``draws``, ``tune``,
+    (default :func:`default_target_loss`); ``accuracy``: an accuracy posterior
+    (:class:`~bayes_scaling.downstream.AccuracyPosterior`) whose per-task accuracy at each
+    recommended run gets a section; ``settings`` go to every fit (``draws``, ``tune``,
     ``chains``...).
     """
     say = log or (lambda message: None)
@@ -304,10 +308,14 @@ def build_report(
         decisions_section(primary, decisions, moe, reach),
         hypotheses, hyper_section(hyper, decisions, checked),
     ]  # fmt: skip
+    accuracy_facts = None
+    if accuracy is not None:
+        section, accuracy_facts = accuracy_section(accuracy, decisions)
+        sections.append(section)
     payload = {
         "source": source, "models": list(posteriors), "runs": len(kept),
         "left_out": left_out["run_id"].astype(str).tolist(), **numbers, **facts,
-        "hypotheses": loo_facts, "reach": reach,
+        "hypotheses": loo_facts, "reach": reach, "accuracy": accuracy_facts,
         "sections_left_out": {s.key: s.left_out for s in sections if s.left_out},
     }  # fmt: skip
     folder = Path(out)

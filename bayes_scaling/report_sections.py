@@ -332,3 +332,33 @@ def hyper_section(hyper: Posterior | None, decisions: dict, runs: pd.DataFrame) 
     )
     return Section("hyperparameters", "Hyperparameters", text,
                    figures=[png(figure, "bowl", caption)])  # fmt: skip
+
+
+def accuracy_section(accuracy: Any, decisions: dict) -> tuple[Section, list[dict]]:
+    """Downstream accuracy of each target's recommended run, per task, from an accuracy
+    posterior (:mod:`bayes_scaling.downstream`), with its reach beyond the law's own data."""
+    rows, facts = [], []
+    largest = float(accuracy.table["n_active"].max())
+    for target in decisions["targets"]:
+        best = target["best"]
+        points = pd.DataFrame({"task": accuracy.tasks, "n_active": best["n_active"],
+                               "tokens": best["tokens"]})  # fmt: skip
+        predicted = accuracy.predict(points, PROB)
+        for row in predicted.itertuples():
+            facts.append({"flops": target["flops"], "task": row.task, "median": row.acc_median,
+                          "interval": [row.acc_low, row.acc_high],
+                          "new_evaluation": [row.new_low, row.new_high]})  # fmt: skip
+            interval = f"{row.acc_median:.3f} [{row.acc_low:.3f}, {row.acc_high:.3f}]"
+            new = f"[{row.new_low:.3f}, {row.new_high:.3f}]"
+            rows.append({"budget (FLOPs)": f"{target['flops']:.3g}", "task": row.task,
+                         "N (active)": f"{best['n_active']:.3g}", "accuracy": interval,
+                         "a new evaluation": new})  # fmt: skip
+    reach = max(t["best"]["n_active"] for t in decisions["targets"]) / largest
+    text = [
+        f"Accuracy law {accuracy.spec.name or accuracy.spec.law}, fitted on "
+        f"{len(accuracy.table)} (checkpoint, task) rows of its own data (models up to "
+        f"{largest:.3g} parameters): the recommended runs lie up to {reach:.3g}x beyond them "
+        f"in N. Intervals are {100 * PROB:g}%; the law's intervals hold no extrapolation "
+        "discrepancy, so read them as lower bounds on the uncertainty far from the data."
+    ]
+    return Section("accuracy", "Downstream accuracy", text, [table_html(pd.DataFrame(rows))]), facts

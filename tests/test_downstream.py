@@ -162,3 +162,35 @@ def test_cli_fits_and_predicts_accuracy(backtested, tmp_path) -> None:  # type: 
     refused = runner.invoke(app, ["accuracy", "fit", "--runs", str(csv), "--model", "nope",
                                   "--out", str(out)])  # fmt: skip
     assert refused.exit_code == 1 and "neither a file nor a shipped" in refused.output
+
+
+def test_report_adds_the_recommended_runs_accuracy(backtested, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from typer.testing import CliRunner
+
+    from bayes_scaling.cli import app
+    from tests.simulate import simulate_runs
+
+    posterior = backtested[3]
+    posterior.save(tmp_path / "acc.nc")
+    loss_runs = simulate_runs(seed=3, runs_per_arch=20)
+    csv = tmp_path / "loss.csv"
+    loss_runs[loss_runs["arch"] == "dense"].to_csv(csv, index=False)
+    out = tmp_path / "page"
+    args = ["report", "--runs", str(csv), "--accuracy", str(tmp_path / "acc.nc"), "--out",
+            str(out), "--target-flops", "1e22", "--draws", "100", "--tune", "100"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    best = summary["targets"][0]["recommended"]
+    at = {"task": posterior.tasks, "n_active": best["n_active"], "tokens": best["tokens"]}
+    expected = posterior.predict(pd.DataFrame(at))
+    assert [a["task"] for a in summary["accuracy"]] == posterior.tasks
+    for fact, (_, row) in zip(summary["accuracy"], expected.iterrows(), strict=True):
+        assert fact["median"] == pytest.approx(row["acc_median"])
+        assert fact["interval"][0] < fact["median"] < fact["interval"][1]
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert '<section id="accuracy">' in page and f"{expected['acc_median'].iloc[0]:.3f}" in page
+    bad = CliRunner().invoke(app, ["report", "--runs", str(csv), "--accuracy", str(csv)])
+    assert bad.exit_code == 1 and "--accuracy" in bad.output and "Traceback" not in bad.output

@@ -29,6 +29,14 @@ def report_command(
             "(default: the recommended run's median loss at the smallest budget).",
         ),
     ] = None,
+    accuracy: Annotated[
+        Path | None,
+        typer.Option(
+            "--accuracy",
+            help="An accuracy posterior (`accuracy fit`): the "
+            "recommended runs' downstream accuracy per task.",
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option("--out", help="Folder for index.html and summary.json.")
     ] = Path("out/report"),
@@ -47,6 +55,14 @@ def report_command(
             raise fail(f"--target-flops {budget}: a budget must be a positive, finite FLOP count")
     if target_loss is not None and not (0 < target_loss < float("inf")):
         raise fail(f"--target-loss {target_loss}: a loss must be a positive, finite number")
+    accuracy_posterior = None
+    if accuracy is not None:
+        from bayes_scaling.downstream import AccuracyPosterior, DownstreamError
+
+        try:
+            accuracy_posterior = AccuracyPosterior.load(accuracy)
+        except (DownstreamError, FileNotFoundError) as error:
+            raise fail(f"--accuracy: {error}") from error
     check_output(out / "index.html", "--out")
     check_output(out / "summary.json", "--out")
     if runs is None and dataset is None:
@@ -64,6 +80,7 @@ def report_command(
             random_seed=seed,
             log=typer.echo,
             target_loss=target_loss,
+            accuracy=accuracy_posterior,
             **options,
         ),
     )
