@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -77,6 +78,11 @@ class DownstreamSpec:
             value = getattr(self, key)
             if not (isinstance(value, int | float) and value > 0 and np.isfinite(value)):
                 raise DownstreamError(f"{key} must be a positive number, not {value!r}")
+        for key in ("draws", "tune", "chains"):
+            if not isinstance(getattr(self, key), int):
+                raise DownstreamError(f"{key} must be a whole number, not {getattr(self, key)!r}")
+        if not 0 < self.target_accept < 1:
+            raise DownstreamError(f"target_accept must lie in (0, 1), not {self.target_accept}")
         if not self.ratio_tolerance > 1:
             raise DownstreamError(f"ratio_tolerance must exceed 1, not {self.ratio_tolerance}")
 
@@ -136,6 +142,13 @@ def accuracy_table(runs: pd.DataFrame, tasks: tuple[str, ...]) -> tuple[pd.DataF
         part = runs[["run_id", "n_active", "tokens", "loss"]].copy()
         part["flops"] = 6 * part["n_active"] * part["tokens"]
         part["task"], part["acc"], part["chance"] = task, runs[column].to_numpy(float), CHANCE[task]
+        outside = part["acc"].notna() & ~part["acc"].between(0.0, 1.0)
+        if outside.any():
+            row = int(np.flatnonzero(outside.to_numpy())[0])
+            raise DownstreamError(
+                f"column {column!r}, run {part['run_id'].iloc[row]}: accuracy "
+                f"{part['acc'].iloc[row]!r} is not a fraction in [0, 1]"
+            )
         part["q"] = (part["acc"] - part["chance"]) / (1 - part["chance"])
         for extra in ("model", "step"):
             if extra in runs:
@@ -161,7 +174,7 @@ def select_runs(runs: pd.DataFrame, spec: DownstreamSpec) -> pd.DataFrame:
         return kept.reset_index(drop=True)
     chosen = []
     group_key = "model" if "model" in runs else "n_active"
-    for _, group in runs.groupby(group_key):
+    for _, group in kept.groupby(group_key):
         distance = np.abs(np.log(group["tokens"] / group["n_active"] / spec.ratio))
         best = group.iloc[int(np.argmin(distance.to_numpy()))]
         if distance.min() <= np.log(spec.ratio_tolerance):
@@ -185,9 +198,13 @@ class AccuracyPosterior:
         values = self.idata["posterior"][name].stack(sample=("chain", "draw"))
         return values.transpose("sample", ...).to_numpy()
 
-    def log_neg_log_q(self, points: pd.DataFrame) -> np.ndarray:
+    def log_neg_log_q(
+        self, points: pd.DataFrame, rng: np.random.Generator | None = None
+    ) -> np.ndarray:
         """Draws of the law's ln(-ln Q) at ``points`` (columns task, n_active, tokens), shape
-        (draw, point); noise not included."""
+        (draw, point); noise not included, except that with ``rng`` the two-stage path feeds
+        a new run's loss (the stage-one run noise) into stage two, as it was fitted on
+        measured losses."""
         from bayes_scaling.predict import law_draws
 
         index = np.array([self.tasks.index(t) for t in points["task"]])
@@ -208,6 +225,10 @@ class AccuracyPosterior:
             )
         frame = points.assign(arch="dense")[["arch", "n_active", "tokens"]]
         log_loss = law_draws(self.loss, frame)  # (loss draw, point)
+        if rng is not None:
+            sigma = self.loss.draws("sigma").reshape(-1, 1)
+            nu = self.loss.draws("nu").reshape(-1, 1)
+            log_loss = log_loss + sigma * rng.standard_t(np.broadcast_to(nu, log_loss.shape))
         c, k = self._draws("c")[:, index], self._draws("k")[:, index]
         size = min(len(c), len(log_loss))
         return c[:size] + k[:size] * (log_loss[:size] - LOG_L_REF)
@@ -233,17 +254,33 @@ class AccuracyPosterior:
             ) from error
         return cls(spec, parts["tasks"], parts["table"], parts["idata"], loss=parts["loss"])
 
+    def _warn_off_ratio(self, points: pd.DataFrame) -> None:
+        """direct-c holds at its tokens-per-parameter ratio only: warn for points off it."""
+        if self.spec.law != "direct-c":
+            return
+        ratio = points["tokens"].to_numpy(float) / points["n_active"].to_numpy(float)
+        off = np.abs(np.log(ratio / self.spec.ratio)) > np.log(self.spec.ratio_tolerance)
+        if off.any():
+            warnings.warn(
+                f"direct-c holds at {self.spec.ratio:g} tokens per parameter; "
+                f"{int(off.sum())} point(s) lie at {ratio[off][0]:.3g}: its accuracy there is "
+                "an extrapolation in the ratio the law does not model",
+                stacklevel=3,
+            )
+
     def predict(
         self, points: pd.DataFrame, prob: float = 0.9, random_seed: int = 0
     ) -> pd.DataFrame:
         """Accuracy at ``points``: median and central ``prob`` interval of the law (``acc_*``)
         and of a new measurement with the task's noise (``new_*``)."""
         rng = np.random.default_rng(random_seed)
+        self._warn_off_ratio(points)
         law = self.log_neg_log_q(points)
         index = np.array([self.tasks.index(t) for t in points["task"]])
         sigma = self._draws("sigma")[: len(law)][:, index]
         nu = self._draws("nu")[: len(law)][:, np.newaxis]
-        noisy = law + sigma * rng.standard_t(np.broadcast_to(nu, law.shape))
+        base = self.log_neg_log_q(points, rng) if self.spec.law == "two-stage" else law
+        noisy = base + sigma * rng.standard_t(np.broadcast_to(nu, base.shape))
         chance = points["task"].map(CHANCE).to_numpy(float)
         tail = (1 - prob) / 2
         out = points.copy()
@@ -271,7 +308,17 @@ def fit_accuracy(
     chosen = select_runs(runs, spec)
     if chosen.empty:
         raise DownstreamError(f"{spec.name or spec.law}: no checkpoints left to fit")
+    if "num_fewshot" in chosen and chosen["num_fewshot"].nunique() > 1:
+        shots = sorted(chosen["num_fewshot"].unique())
+        raise DownstreamError(
+            f"the table mixes evaluation protocols (num_fewshot {shots}); fit one at a time "
+            "(the CLI's --shots)"
+        )
     table, left_out = accuracy_table(chosen, spec.tasks)
+    if table.empty:
+        raise DownstreamError(
+            f"{spec.name or spec.law}: every (run, task) row is at chance or missing"
+        )
     tasks = [t for t in spec.tasks if (table["task"] == t).any()]
     index = np.array([tasks.index(t) for t in table["task"]])
     y = np.log(-np.log(table["q"].to_numpy(float)))
@@ -280,8 +327,9 @@ def fit_accuracy(
     loss_posterior = None
     if spec.law == "two-stage":  # stage one, in its own model: the loss law on the checkpoints
         checkpoints = chosen.drop_duplicates("run_id").assign(arch="dense")
+        stage_one = {k: v for k, v in settings.items() if k in ("draws", "tune", "chains")}
         loss_posterior = fit(checkpoints, read_spec("loss/chinchilla"), random_seed,
-                             progressbar=False)  # fmt: skip
+                             progressbar=False, **stage_one)  # fmt: skip
     with pm.Model(coords={"task": tasks}):
 
         def per_task(
@@ -331,7 +379,7 @@ def backtest_accuracy(
         spec = read_downstream_spec(spec)
     mask = held_out.to_numpy(bool)
     posterior = fit_accuracy(runs[~mask], spec, random_seed, **sampler)
-    test = select_runs(runs[mask], spec) if spec.law == "direct-c" else runs[mask]
+    test = select_runs(runs[mask], spec)  # the same checkpoints the law would fit
     points, _ = accuracy_table(test.reset_index(drop=True), tuple(posterior.tasks))
     predicted = posterior.predict(points, prob, random_seed)
     predicted["rel_error"] = (predicted["acc_median"] - predicted["acc"]).abs() / predicted["acc"]

@@ -7,7 +7,7 @@ needs to reach an MoE configuration's loss, as a law of the MoE's shape and the 
 with A the activation ratio (active plus shared experts over all experts plus shared), G the
 granularity 2 d_model / d_expert and C the training compute. The paper's constants reproduce
 its claims (EL ~ 7.2 at A = 3.1%, G = 12, C = 1e22; the best G ~ 11) only with log10 C and
-log2 G, which is how they are read here (REFERENCE.md section 4).
+log2 G, which is how they are read here (``../shared/docs/REFERENCE.md``, section 4).
 
 - :data:`TIAN2025` / :class:`LeverageLaw`: the law, its constants as scalars or one value per
   posterior draw.
@@ -135,42 +135,56 @@ def leverage_measurements(
     """EL of each MoE run in ``runs``, per draw of ``dense`` (a loss posterior with a dense arch,
     fitted on every eval set the MoE runs were scored on).
 
-    For a run of compute C = 6 N D and measured loss L, dense on the same tokens-per-parameter
-    path D = (D/N) N reaches L at compute C_dense (solved per draw); EL = C_dense / C. Returns
-    one row per run with its ``activation_ratio``, ``tian_granularity``, ``flops``, the median
-    and standard deviation of ln EL over draws (``log_el_median``, ``log_el_sd``) and the share
-    of draws where dense never reaches L (``unreachable``; those count as +inf in the median).
+    For a run of compute C = 6 N D and measured loss L, compute-optimal dense reaches L at
+    compute C_dense (solved per draw on the dense frontier); EL = C_dense / C, the definition
+    :func:`configuration_leverage` and ``decide`` use. A run off its own compute optimum gets
+    a lower EL than the same architecture would at its optimum. Returns one row per run with
+    its ``activation_ratio``, ``tian_granularity``, ``flops``, the median and standard
+    deviation of ln EL over draws (``log_el_median``, ``log_el_sd``) and the share of draws
+    where dense never reaches L (``unreachable``; counted as +inf in the median). Diverged runs
+    (``status`` other than finished) are refused, naming them.
     """
     from bayes_scaling.moe import _solve_decreasing
 
+    missing = [c for c in ("run_id", "arch", "n_active", "tokens", "loss", "experts")
+               if c not in runs]  # fmt: skip
+    if missing:
+        raise DecisionError(f"leverage measurements need column(s) {missing}")
     moe = runs[runs["experts"] > 1].reset_index(drop=True)
     if moe.empty:
         raise DecisionError("no MoE runs (experts > 1) to measure Efficiency Leverage on")
+    if "status" in moe and (moe["status"] != "finished").any():
+        bad = moe.loc[moe["status"] != "finished", "run_id"].astype(str).tolist()
+        raise DecisionError(f"runs that did not finish cannot measure leverage: {bad[:5]}")
     flops = 6 * moe["n_active"].to_numpy(float) * moe["tokens"].to_numpy(float)
-    eval_sets = moe["eval_set"].astype(str) if "eval_set" in moe else pd.Series([None] * len(moe))
+    eval_sets = moe["eval_set"].astype(str) if "eval_set" in moe else None
+    groups = [None] if eval_sets is None else list(eval_sets.unique())
     log_el = np.full((0, len(moe)), np.nan)
-    for eval_set in eval_sets.unique():  # each run against dense on its own eval set
-        mine = (eval_sets == eval_set).to_numpy()
+    for eval_set in groups:  # each run against dense on its own eval set
+        mine = np.ones(len(moe), bool) if eval_sets is None else (eval_sets == eval_set).to_numpy()
         law = arch_law(dense, dense_arch, eval_set=eval_set, max_draws=max_draws)
         if not len(log_el):
             log_el = np.full((law.draws, len(moe)), np.nan)
-        ratio = (moe["tokens"] / moe["n_active"]).to_numpy(float)[np.newaxis, mine]
-
-        def dense_loss(log_c: np.ndarray, ratio: np.ndarray = ratio, law: Any = law) -> np.ndarray:
-            log_n = 0.5 * (log_c - np.log(6 * ratio))  # dense at compute e^log_c on the path
-            return law.log_loss(log_n, log_n + np.log(ratio))
-
         target = np.broadcast_to(np.log(moe["loss"].to_numpy(float)[mine]), (law.draws, mine.sum()))
         start = np.broadcast_to(np.log(flops[mine]), target.shape)
-        log_el[:, mine] = _solve_decreasing(dense_loss, target, start) - np.log(flops[mine])
+
+        def frontier_loss(log_c: np.ndarray, law: Any = law) -> np.ndarray:
+            return np.asarray(law.optimum(log_c)[2])  # ln loss of compute-optimal dense
+
+        log_c = _solve_decreasing(frontier_loss, target, start)
+        log_el[:, mine] = log_c - np.log(flops[mine])
     extended = np.where(np.isnan(log_el), np.inf, log_el)
     finite = np.where(np.isnan(log_el), np.nan, log_el)
+    with np.errstate(invalid="ignore"):
+        spread = (
+            np.nanstd(finite, axis=0) if np.isfinite(finite).any() else np.full(len(moe), np.nan)
+        )
     return pd.DataFrame({
         "run_id": moe["run_id"].astype(str), "arch": moe["arch"].astype(str),
         "experts": moe["experts"].to_numpy(float),
         "activation_ratio": activation_ratio(moe), "tian_granularity": tian_granularity(moe),
         "flops": flops, "loss": moe["loss"].to_numpy(float),
-        "log_el_median": np.median(extended, axis=0), "log_el_sd": np.nanstd(finite, axis=0),
+        "log_el_median": np.median(extended, axis=0), "log_el_sd": spread,
         "unreachable": np.isnan(log_el).mean(axis=0),
     })  # fmt: skip
 
@@ -211,6 +225,8 @@ class LeverageFit:
 
     def law(self, router: str | None = None) -> LeverageLaw:
         """The law per draw, with the router's own intercept (default: the population one)."""
+        if router is not None and router not in self.routers:
+            raise DecisionError(f"unknown router {router!r}; this fit has {self.routers}")
         a = self.draws["a_mu"] if router is None else self.draws["a"][:, self.routers.index(router)]
         names = {f.name for f in fields(LeverageLaw)} - {"a"}
         return LeverageLaw(a=a, **{n: self.draws[n] for n in names if n in self.draws})
@@ -245,7 +261,8 @@ def fit_leverage(
     ``arch``). ln EL_obs ~ Normal(law, sqrt(sd^2 + sigma^2)), sigma the law's misfit; each
     router (``arch``) has its own intercept ``a`` drawn around ``a_mu``; the saturation ends
     A_start and A_max stay at ``prior``'s values (a table with a few activation ratios cannot
-    place them). Measurements with unreachable draws are refused, not dropped."""
+    place them). Rows with any unreachable draw, or with an invalid ratio, granularity,
+    compute or standard deviation, are refused naming the row, not dropped."""
     import pymc as pm
 
     from bayes_scaling.fit import sample
@@ -256,12 +273,20 @@ def fit_leverage(
         raise DecisionError(f"leverage measurements lack column(s) {missing}")
     data = measurements.reset_index(drop=True)
     bad = ~np.isfinite(data["log_el_median"].to_numpy(float))
+    bad |= ~(data["log_el_sd"].to_numpy(float) >= 0)
+    if "unreachable" in data:
+        bad |= data["unreachable"].to_numpy(float) > 0
+    for column in ("activation_ratio", "tian_granularity", "flops"):
+        values = data[column].to_numpy(float)
+        bad |= ~np.isfinite(values) | (values <= 0)
+    bad |= data["activation_ratio"].to_numpy(float) > 1
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         run = data["run_id"].iloc[row] if "run_id" in data else "?"
         raise DecisionError(
-            f"leverage measurements row {row} (run {run}): its EL is unbounded or missing "
-            "(dense never reaches its loss); leave it out explicitly"
+            f"leverage measurements row {row} (run {run}): its EL is unbounded or missing on "
+            "some draws (dense never reaches its loss), or its activation ratio, granularity, "
+            "compute or log_el_sd is not a valid number; leave it out explicitly"
         )
     sd = {**PRIOR_SD, **(prior_sd or {})}
     routers, index = np.unique(data["arch"].astype(str), return_inverse=True)

@@ -180,14 +180,21 @@ def reach_data(posterior: Posterior, targets: Sequence[float], loss: float) -> d
     maximise that probability (``recommend(..., objective="p-target")``), on a log grid from the
     data's compute (at most 1000x below the smallest target) to 3x the largest target; and the
     budget where it first reaches 0.5 and 0.9. A budget where no size can be chosen (the
-    optimum outside the size grid) is NaN."""
-    from bayes_scaling.frontier import DecisionError
+    optimum outside the size grid) is NaN; an arch whose irreducible loss lies above ``loss``
+    gets ``unreachable`` (the reason) instead of probabilities."""
+    from bayes_scaling.frontier import DecisionError, arch_law
 
     low = max(float(model_flops(posterior.runs).min()), min(targets) / 1e3)
     budgets = np.geomspace(low, 3 * max(targets), 25)
     eval_set = decision_eval_set(posterior.runs)
     out: dict[str, Any] = {"target_loss": loss, "flops": budgets.tolist(), "per_arch": {}}
     for arch in sorted(posterior.runs["arch"].unique()):
+        try:  # a target at or below the arch's irreducible loss is reached at no budget
+            arch_law(posterior, arch, eval_set).check_target(loss)
+        except DecisionError as error:
+            out["per_arch"][arch] = {"p_reach": [None] * len(budgets), "flops_p50": None,
+                                     "flops_p90": None, "unreachable": str(error)}  # fmt: skip
+            continue
         probs = []
         for budget in budgets:
             try:

@@ -51,6 +51,15 @@ def pit_figure(name: str, pit: np.ndarray) -> tuple[Figure, dict[str, float]]:
     return png(figure, "loo_pit", caption), facts
 
 
+def _from(budget: float | None, budgets: np.ndarray) -> str | None:
+    """'from C FLOPs', or 'already at the smallest budget drawn (C)' on the grid's first point."""
+    if budget is None:
+        return None
+    if budget <= budgets[0]:
+        return f"already at the smallest budget drawn ({budgets[0]:.3g} FLOPs)"
+    return f"from {budget:.3g} FLOPs"
+
+
 def reach_figure(posterior: Posterior, reach: dict) -> tuple[Figure, list[str]]:
     """P(a new run reaches the target loss) against budget per arch, and sentences saying
     which budget makes it likely (0.5) and near sure (0.9)."""
@@ -60,16 +69,20 @@ def reach_figure(posterior: Posterior, reach: dict) -> tuple[Figure, list[str]]:
     colors = arch_colors(list(posterior.runs["arch"].unique()))
     text = []
     for arch, result in reach["per_arch"].items():
+        if "unreachable" in result:
+            text.append(f"{arch}: loss {target:.4g} is unreachable at any budget "
+                        f"({result['unreachable']}).")  # fmt: skip
+            continue
         axis.plot(budgets, result["p_reach"], marker="o", markersize=3, color=colors[arch],
                   label=arch)  # fmt: skip
-        at = {level: result[f"flops_p{level}"] for level in (50, 90)}
+        at = {level: _from(result[f"flops_p{level}"], budgets) for level in (50, 90)}
         if at[90] is not None:
-            text.append(f"{arch}: a compute-optimal new run reaches loss {target:.4g} with "
-                        f"probability 0.5 from {at[50]:.3g} FLOPs and 0.9 from "
-                        f"{at[90]:.3g} FLOPs.")  # fmt: skip
+            text.append(f"{arch}: a new run sized to maximise the chance reaches loss "
+                        f"{target:.4g} with probability 0.5 {at[50]} and 0.9 "
+                        f"{at[90]}.")  # fmt: skip
         elif at[50] is not None:
-            text.append(f"{arch}: probability 0.5 of loss <= {target:.4g} from {at[50]:.3g} "
-                        f"FLOPs; 0.9 is not reached by {budgets[-1]:.3g} FLOPs.")  # fmt: skip
+            text.append(f"{arch}: probability 0.5 of loss <= {target:.4g} {at[50]}; 0.9 is "
+                        f"not reached by {budgets[-1]:.3g} FLOPs.")  # fmt: skip
         else:
             text.append(f"{arch}: loss {target:.4g} stays unlikely (P < 0.5) up to "
                         f"{budgets[-1]:.3g} FLOPs.")  # fmt: skip

@@ -351,14 +351,24 @@ def accuracy_section(accuracy: Any, decisions: dict) -> tuple[Section, list[dict
             interval = f"{row.acc_median:.3f} [{row.acc_low:.3f}, {row.acc_high:.3f}]"
             new = f"[{row.new_low:.3f}, {row.new_high:.3f}]"
             rows.append({"budget (FLOPs)": f"{target['flops']:.3g}", "task": row.task,
-                         "N (active)": f"{best['n_active']:.3g}", "accuracy": interval,
+                         "arch": best["arch"], "N (active)": f"{best['n_active']:.3g}",
+                         "D (tokens)": f"{best['tokens']:.3g}", "accuracy": interval,
                          "a new evaluation": new})  # fmt: skip
     reach = max(t["best"]["n_active"] for t in decisions["targets"]) / largest
+    tokens = max(t["best"]["tokens"] for t in decisions["targets"])
+    tokens_reach = tokens / float(accuracy.table["tokens"].max())
+    routed = sorted({t["best"]["arch"] for t in decisions["targets"] if t["best"]["experts"] > 1})
     text = [
         f"Accuracy law {accuracy.spec.name or accuracy.spec.law}, fitted on "
         f"{len(accuracy.table)} (checkpoint, task) rows of its own data (models up to "
         f"{largest:.3g} parameters): the recommended runs lie up to {reach:.3g}x beyond them "
         f"in N. Intervals are {100 * PROB:g}%; the law's intervals hold no extrapolation "
-        "discrepancy, so read them as lower bounds on the uncertainty far from the data."
+        "discrepancy, so read them as lower bounds on the uncertainty far from the data.",
+        f"In D the recommended runs reach {tokens_reach:.3g}x the law's largest token count.",
     ]
+    if routed:
+        text.append(
+            f"The accuracy law was fitted on dense models; for {', '.join(routed)} it is applied "
+            "at the active parameter count, an assumption the data do not test."
+        )
     return Section("accuracy", "Downstream accuracy", text, [table_html(pd.DataFrame(rows))]), facts

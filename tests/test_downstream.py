@@ -49,6 +49,8 @@ def test_hypothesis_files_are_checked_key_by_key(tmp_path) -> None:  # type: ign
         head + 'law = "direct-nd"\nextra = 1': "unknown key",
         head + 'law = "direct-c"\nratio_tolerance = 0.5': "ratio_tolerance",
         head + 'law = "direct-nd"\n[sampler]\ndraws = true': "'draws' must be a number",
+        head + 'law = "direct-nd"\n[sampler]\ndraws = 1.5': "draws must be a whole number",
+        head + 'law = "direct-nd"\n[sampler]\ntarget_accept = 1.2': "target_accept",
         "law = [": "not valid TOML",
     }
     for text, fragment in cases.items():
@@ -77,6 +79,14 @@ def test_rows_at_chance_are_left_out_with_a_reason() -> None:
     assert q == pytest.approx((runs.loc[0, "piqa_acc"] - 0.5) / 0.5)
     with pytest.raises(DownstreamError, match="no column 'sciq_acc'"):
         accuracy_table(runs, ("sciq",))
+    percent = runs.assign(piqa_acc=runs["piqa_acc"] * 100)
+    with pytest.raises(
+        DownstreamError, match=r"column 'piqa_acc', run r0: accuracy .* not a fraction"
+    ):
+        accuracy_table(percent, TASKS)
+    mixed = pd.concat([_simulated().assign(num_fewshot=0), _simulated().assign(num_fewshot=5)])
+    with pytest.raises(DownstreamError, match="mixes evaluation protocols"):
+        fit_accuracy(mixed, "direct-nd")
 
 
 SPEC = 'kind = "downstream"\nlaw = "direct-nd"\ntasks = ["arc_easy", "piqa"]\nmin_tokens = 1e9\n'
@@ -152,6 +162,9 @@ def test_cli_fits_and_predicts_accuracy(backtested, tmp_path) -> None:  # type: 
     bad = runner.invoke(app, ["predict", str(tmp_path / "acc.nc"), "--n-active", "6e9",
                               "--tokens", "3e11", "--task", "mmlu"])  # fmt: skip
     assert bad.exit_code == 1 and "this posterior has ['arc_easy', 'piqa']" in bad.output
+    plot = runner.invoke(app, ["predict", str(tmp_path / "acc.nc"), "--n-active", "6e9",
+                               "--tokens", "3e11", "--plot", str(tmp_path / "x.png")])  # fmt: skip
+    assert plot.exit_code == 1 and "--plot: not used by an accuracy posterior" in plot.output
     csv = tmp_path / "runs.csv"
     runs.assign(source="simulated", arch="dense").to_csv(csv, index=False)
     out = tmp_path / "fitted.nc"

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 from bayes_scaling.cli import app
 from bayes_scaling.decide import recommend
 from bayes_scaling.frontier import DecisionError, arch_law
-from bayes_scaling.laws import LAWS
 from bayes_scaling.leverage import (
     TIAN2025,
     LeverageLaw,
@@ -78,16 +77,13 @@ def test_activation_ratio_and_granularity_from_run_columns() -> None:
 
 
 def _moe_runs_with_leverage(posterior, factor: float) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-    """MoE runs whose loss is exactly what the posterior's median dense law reaches with
-    ``factor`` times their compute on their own tokens-per-parameter path (50 per parameter,
-    away from the compute-optimal ~20)."""
+    """MoE runs (50 tokens per parameter, off the dense optimum) whose loss is the median over
+    draws of what compute-optimal dense reaches with ``factor`` times their compute."""
     law = arch_law(posterior, "dense")
-    median = {k: float(np.median(v)) for k, v in law.params.items()}
     n = np.array([1e8, 4e8, 1.6e9])
     d = 50 * n
-    log_n = np.log(n) + 0.5 * math.log(factor)  # dense with factor x compute, same D / N
-    inputs = {"log_n": log_n, "log_d": log_n + math.log(50), "log_experts": np.zeros(3)}
-    loss = np.exp(LAWS[law.law].log_loss(inputs, {**median, "gamma": 0.0}))
+    log_c = np.log(6 * n * d * factor)[np.newaxis, :]
+    loss = np.exp(np.median(law.optimum(log_c)[2], axis=0))
     return pd.DataFrame({"run_id": ["a", "b", "c"], "arch": "moe", "n_active": n, "tokens": d,
                          "experts": 8.0, "top_k": 1, "d_model": [512, 1024, 2048],
                          "granularity": 1, "loss": loss, "eval_set": "default"})  # fmt: skip
@@ -103,6 +99,13 @@ def test_measured_leverage_recovers_a_known_factor(small_fit) -> None:  # type: 
         assert measured["activation_ratio"].tolist() == [1 / 8] * 3
     with pytest.raises(DecisionError, match="no MoE runs"):
         leverage_measurements(posterior, DENSE)
+    runs = _moe_runs_with_leverage(posterior, 2.0)
+    no_eval_set = leverage_measurements(posterior, runs.drop(columns="eval_set"))
+    assert np.isfinite(no_eval_set["log_el_median"]).all()  # the posterior's only eval set
+    with pytest.raises(DecisionError, match="did not finish"):
+        leverage_measurements(posterior, runs.assign(status=["finished", "diverged", "finished"]))
+    with pytest.raises(DecisionError, match="column"):
+        leverage_measurements(posterior, runs.drop(columns="loss"))
 
 
 def test_fit_recovers_the_constants_that_made_the_measurements() -> None:
@@ -131,6 +134,12 @@ def test_fit_recovers_the_constants_that_made_the_measurements() -> None:
     bad = points.assign(log_el_median=np.where(points.index == 7, np.inf, points["log_el_median"]))
     with pytest.raises(DecisionError, match="row 7"):
         fit_leverage(bad)
+    with pytest.raises(DecisionError, match="row 3"):
+        fit_leverage(points.assign(unreachable=np.where(points.index == 3, 0.2, 0.0)))
+    with pytest.raises(DecisionError, match="row 0"):
+        fit_leverage(points.assign(activation_ratio=np.where(points.index == 0, 0.0, 0.1)))
+    with pytest.raises(DecisionError, match="unknown router"):
+        fitted.law("mot")
 
 
 def test_configuration_leverage_matches_moe_vs_dense_at_the_moe_optimum(small_fit) -> None:  # type: ignore[no-untyped-def]

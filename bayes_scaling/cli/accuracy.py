@@ -21,14 +21,31 @@ Model = Annotated[
 ]
 
 
+Shots = Annotated[
+    int, typer.Option("--shots", help="Evaluation protocol: the rows with this num_fewshot.")
+]
+
+
 def _guarded(work: Any) -> Any:
     from bayes_scaling.downstream import DownstreamError
+    from bayes_scaling.points import PredictionError
     from bayes_scaling.runs import RunTableError
 
     try:
         return work()
-    except (DownstreamError, RunTableError) as error:
+    except (DownstreamError, RunTableError, PredictionError) as error:
         raise fail(str(error)) from error
+
+
+def _protocol(table: Any, shots: int) -> Any:
+    """The rows of one evaluation protocol (tables with a num_fewshot column), or exit 1."""
+    if "num_fewshot" not in table:
+        return table
+    kept = table[table["num_fewshot"] == shots].reset_index(drop=True)
+    if kept.empty:
+        found = sorted(table["num_fewshot"].unique())
+        raise fail(f"--shots {shots}: no rows; the table has num_fewshot {found}")
+    return kept
 
 
 @accuracy_app.command("fit")
@@ -38,6 +55,7 @@ def fit_command(
     runs: Runs = None,
     dataset: Dataset = None,
     path: PathOption = None,
+    shots: Shots = 0,
     draws: Draws = None,
     tune: Tune = None,
     chains: Chains = None,
@@ -51,11 +69,14 @@ def fit_command(
     check_output(out, "--out")
     spec = _guarded(lambda: read_downstream_spec(model))
     table, origin = _table(runs, dataset, path)
+    table = _protocol(table, shots)
     posterior = _guarded(lambda: fit_accuracy(table, spec, seed, **_settings(draws, tune, chains)))
     posterior.save(out)
     typer.echo(f"{spec.name or spec.law} on {len(posterior.table)} (run, task) rows of {origin}; "
                f"{len(posterior.left_out)} left out (at chance or missing)")  # fmt: skip
     typer.echo(str(check_convergence(posterior.idata)))
+    if posterior.loss is not None:
+        typer.echo(f"stage one (loss law): {posterior.loss.convergence()}")
     typer.echo(f"wrote {out}")
 
 
@@ -68,6 +89,7 @@ def backtest_command(
     runs: Runs = None,
     dataset: Dataset = None,
     path: PathOption = None,
+    shots: Shots = 0,
     draws: Draws = None,
     tune: Tune = None,
     chains: Chains = None,
@@ -80,8 +102,7 @@ def backtest_command(
 
     check_seed(seed)
     table, origin = _table(runs, dataset, path)
-    if "num_fewshot" in table:  # one evaluation protocol: 0-shot
-        table = table[table["num_fewshot"] == 0].reset_index(drop=True)
+    table = _protocol(table, shots)
     held = table["n_active"] > held_out_above
     if not held.any() or held.all():
         raise fail(f"--held-out-above {held_out_above:g}: needs models on both sides")

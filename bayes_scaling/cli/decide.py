@@ -159,7 +159,8 @@ def _print(result: dict[str, Any]) -> None:
         show = ["unbounded" if v is None else f"{v:.3g}" for v in (lev["median"], *lev["interval"])]
         typer.echo(
             f"  Efficiency Leverage {show[0]} [{show[1]}, {show[2]}] ({label}): compute-optimal "
-            "dense needs that many times this budget to reach its expected loss"
+            "dense needs that many times this run's training compute (6 N D) to reach its "
+            "expected loss"
         )
     for row in result["runners_up"][:5]:
         typer.echo(

@@ -183,6 +183,11 @@ def predict_command(
     if is_accuracy_file(posterior_file):
         from bayes_scaling.cli.accuracy import predict_accuracy
 
+        unused = {"--plot": plot is not None, "--experts": experts != 1.0, "--arch": arch,
+                  "--n-total": n_total, "--eval-set": eval_set}  # fmt: skip
+        given = [name for name, value in unused.items() if value]
+        if given:
+            raise fail(f"{', '.join(given)}: not used by an accuracy posterior (give --task)")
         for name, value in (("--n-active", n_active), ("--tokens", tokens)):
             if not (value > 0 and value < float("inf")):
                 raise fail(f"{name} {value}: must be a positive, finite number")
