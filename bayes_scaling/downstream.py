@@ -282,11 +282,13 @@ class AccuracyPosterior:
         base = self.log_neg_log_q(points, rng) if self.spec.law == "two-stage" else law
         noisy = base + sigma * rng.standard_t(np.broadcast_to(nu, base.shape))
         chance = points["task"].map(CHANCE).to_numpy(float)
-        tail = (1 - prob) / 2
+        from bayes_scaling.intervals import central_interval
+
         out = points.copy()
         for prefix, values in (("acc", law), ("new", noisy)):
             acc = chance + (1 - chance) * np.exp(-np.exp(values))
-            low, median, high = np.quantile(acc, [tail, 0.5, 1 - tail], axis=0)
+            low, high = central_interval(acc, prob)
+            median = np.median(acc, axis=0)
             out[f"{prefix}_median"], out[f"{prefix}_low"], out[f"{prefix}_high"] = median, low, high
         return out
 

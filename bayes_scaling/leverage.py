@@ -237,9 +237,10 @@ class LeverageFit:
     ) -> dict[str, np.ndarray]:  # fmt: skip
         """Median and central ``prob`` interval of EL at the points (over draws)."""
         values = self.law(router)(ratio, granularity, flops)
-        tail = (1 - prob) / 2
-        low, median, high = np.quantile(values, [tail, 0.5, 1 - tail], axis=0)
-        return {"median": median, "low": low, "high": high}
+        from bayes_scaling.intervals import central_interval
+
+        low, high = central_interval(values, prob)
+        return {"median": np.median(values, axis=0), "low": low, "high": high}
 
 
 PRIOR_SD = {"a": 0.5, "d": 0.05, "gamma": 0.02, "beta": 0.1}
