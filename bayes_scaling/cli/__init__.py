@@ -7,6 +7,7 @@ from bayes_scaling.cli import (  # noqa: F401  (register)
     compare,
     data,
     decide,
+    design,
     fitting,
     report,
     train,

@@ -12,8 +12,16 @@ from bayes_scaling.cli._common import app, fail
 
 @app.command("sweep")
 def sweep_command(
-    sweep_file: Annotated[Path, typer.Argument(help="A sweep TOML, e.g. models/sweeps/cpu.toml.")],
-    out: Annotated[Path, typer.Option("--out", help="Run table (JSONL) to append rows to.")],
+    sweep_file: Annotated[
+        Path | None, typer.Argument(help="A sweep TOML, e.g. models/sweeps/cpu.toml.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Run table (JSONL) to append rows to.")
+    ] = None,
+    plan: Annotated[
+        Path | None,
+        typer.Option("--plan", help="Train the runs of a plan (`plan --out`) instead of a grid."),
+    ] = None,
     shard: Annotated[
         str | None, typer.Option("--shard", help="Run only shard I/N of the grid, e.g. 0/4.")
     ] = None,
@@ -32,18 +40,30 @@ def sweep_command(
         ),
     ] = False,
 ) -> None:
-    """Run a sweep in this process, one run-table row per finished run; resumes.
+    """Run a sweep (or a plan's runs) in this process, one run-table row per finished run;
+    resumes.
 
     Concurrent sweeps on one --out claim each run, so none is trained twice.
     """
+    if (sweep_file is None) == (plan is None):
+        raise fail("give a sweep file or --plan PLAN.json (one of them)")
+    if out is None:
+        raise fail("--out (the run table to append rows to) is required")
     try:
-        from bayes_scaling.train.sweep import run_sweep
+        from bayes_scaling.train.plans import plan_configs
+        from bayes_scaling.train.sweep import expand_sweep, run_configs
     except ImportError as error:  # torch is the optional extra `train`
         message = f"the trainer needs torch: pip install 'bayes_scaling[train]' ({error})"
         raise fail(message) from error
     try:
-        rows = run_sweep(
-            sweep_file,
+        if plan is not None:
+            name, configs = plan_configs(plan)
+        else:
+            assert sweep_file is not None
+            name, configs = expand_sweep(sweep_file)
+        rows = run_configs(
+            name,
+            configs,
             out,
             workdir=workdir,
             shard=shard,

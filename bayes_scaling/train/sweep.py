@@ -62,6 +62,7 @@ __all__ = [
     "expand_sweep",
     "read_rows",
     "repair_rows",
+    "run_configs",
     "run_sweep",
 ]
 
@@ -325,6 +326,22 @@ def run_sweep(
         ``status`` of ``"finished"`` or ``"diverged"``.
     """
     name, configs = expand_sweep(path)
+    return run_configs(name, configs, out, workdir, shard, overrides, runner, log, repair)
+
+
+def run_configs(
+    name: str,
+    configs: list[TrainConfig],
+    out: str | os.PathLike[str],
+    workdir: str | os.PathLike[str] | None = None,
+    shard: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    runner: Callable[[TrainConfig, Path], dict[str, Any]] = train,
+    log: Callable[[str], None] = print,
+    repair: bool = False,
+) -> list[dict[str, Any]]:
+    """:func:`run_sweep` on configs already expanded (a sweep's grid, or a plan's runs from
+    :func:`bayes_scaling.train.plans.plan_configs`), rows tagged ``sweep = name``."""
     index, count = parse_shard(shard)
     mine = [c for i, c in enumerate(configs) if i % count == index]
     if overrides:

@@ -1,0 +1,406 @@
+"""Which run to train next: Bayesian design of scaling studies by preposterior analysis.
+
+A study is run to answer a question (:class:`Question`): the loss at a target configuration,
+the compute-optimal model size at a budget, whether MoE beats dense at a budget, or the optimal
+learning rate and batch size at a target. The question is a quantity ``q`` with one value per
+posterior draw; its uncertainty is the posterior variance of ``q`` (for MoE-beats-dense, the
+indicator's variance p (1 - p)). A candidate run is worth what it is expected to remove from
+that variance, per FLOP it costs.
+
+What a run would teach is computed without refitting, by importance weighting the current
+draws (preposterior analysis): a *scenario* picks one draw as the truth and simulates the
+run's outcome from the model's own likelihood (the law plus Student-t run noise on ln loss);
+the posterior after seeing that outcome is the current draws reweighted by the likelihood of
+the outcome under each draw. The expected posterior variance of ``q`` after a set of runs is
+the average over scenarios of the weighted variance (the truth's own draw is left out of its
+scenario's weights, so a draw never confirms itself). A batch of ``k`` runs for parallel
+hardware is chosen greedily: each scenario simulates every chosen run from the same truth and
+multiplies their likelihoods, so a run that would teach what an already chosen one teaches
+gains little.
+
+For the loss at a target the predictive also carries the extrapolation discrepancy
+(:mod:`bayes_scaling.discrepancy`): its variance E[kappa^2] e(target)^2 falls when a run
+extends the data towards the target, and that term is counted too, so a larger run is worth
+what it buys in reach as well as in the law's parameters.
+
+The result is a :class:`Plan`: the chosen runs in order, each with its marginal gain, its
+gain per FLOP and the question's standard deviation expected once it is in. ``plan.json``
+(:meth:`Plan.write`) carries each run's trainer config when the candidates came from a sweep
+file, for ``bayes-scaling sweep --plan``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import gammaln, logsumexp
+
+from bayes_scaling.posterior import Posterior
+from bayes_scaling.questions import (
+    QUESTIONS,
+    DesignError,
+    HyperOutcomes,
+    Question,
+    loss_frame,
+    question_draws,
+)
+from bayes_scaling.spec import HyperSpec
+
+__all__ = [
+    "QUESTIONS",
+    "DesignError",
+    "Plan",
+    "Question",
+    "auto_candidates",
+    "plan_runs",
+    "question_draws",
+    "simulated_log_likelihood",
+]
+
+PLAN_VERSION = 1
+
+
+def _student_t_logpdf(x: np.ndarray, nu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    z = x / sigma
+    return (
+        gammaln((nu + 1) / 2)
+        - gammaln(nu / 2)
+        - 0.5 * np.log(nu * math.pi)
+        - np.log(sigma)
+        - (nu + 1) / 2 * np.log1p(z * z / nu)
+    )
+
+
+@dataclass
+class Plan:
+    """The chosen runs in order (``runs``: the candidates' columns plus ``flops``, ``gain``,
+    the variance it removes given the runs before it, ``gain_per_flop`` and ``sd_after``, the
+    question's expected posterior sd once it is in) and the sd before (``sd_now``) and after
+    all of them (``sd_after``)."""
+
+    question: Question
+    runs: pd.DataFrame
+    sd_now: float
+    sd_after: float
+    candidates: int
+    settings: dict[str, Any] = field(default_factory=dict)
+    ranked: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    "Every candidate with its gain (and per FLOP) as the first run, best per FLOP first."
+
+    @property
+    def flops(self) -> float:
+        """FLOPs of the planned runs together."""
+        return float(self.runs["flops"].sum()) if len(self.runs) else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the question, the uncertainty before and after, and the runs (with their
+        trainer ``config`` where the candidates carried one)."""
+        records = []
+        for record in self.runs.to_dict(orient="records"):
+            config = record.pop("config", None)
+            clean = {k: _jsonable(v) for k, v in record.items()}
+            if isinstance(config, dict):
+                clean["config"] = config
+            records.append(clean)
+        top = self.ranked.drop(columns=["config"], errors="ignore").head(10)
+        return {
+            "version": PLAN_VERSION,
+            "question": self.question.describe(),
+            "kind": self.question.kind,
+            "sd_now": self.sd_now,
+            "sd_after": self.sd_after,
+            "candidates": self.candidates,
+            "flops": self.flops,
+            "settings": self.settings,
+            "runs": records,
+            "ranked": [
+                {k: _jsonable(v) for k, v in row.items()} for row in top.to_dict(orient="records")
+            ],
+        }
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the plan as JSON, atomically."""
+        from bayes_scaling._io import atomic_write
+
+        path = Path(path)
+        atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _check_candidates(candidates: pd.DataFrame) -> None:
+    """Refuse candidates without a positive, finite n_active or tokens, naming row and column."""
+    for column in ("n_active", "tokens"):
+        if column not in candidates:
+            raise DesignError(f"the candidates have no {column!r} column")
+        values = pd.to_numeric(candidates[column], errors="coerce").to_numpy(float)
+        bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
+        if bad.size:
+            value = candidates[column].iloc[int(bad[0])]
+            raise DesignError(
+                f"candidate row {int(bad[0])}, column {column!r}: {value!r} is not a finite "
+                "number > 0"
+            )
+
+
+def _candidate_flops(candidates: pd.DataFrame) -> np.ndarray:
+    if "flops" in candidates:
+        flops = candidates["flops"].to_numpy(float)
+    else:
+        flops = 6.0 * candidates["n_active"].to_numpy(float) * candidates["tokens"].to_numpy(float)
+    bad = np.flatnonzero(~(np.isfinite(flops) & (flops > 0)))
+    if bad.size:
+        raise DesignError(f"candidate row {int(bad[0])}: its FLOPs must be finite and > 0")
+    return flops
+
+
+def _weighted_variance(q: np.ndarray, log_w: np.ndarray) -> np.ndarray:
+    """Mean over quantities of the weighted variance of q (sample, quantity) under each row of
+    log weights (..., sample): shape (...)."""
+    weights = np.exp(log_w - logsumexp(log_w, axis=-1, keepdims=True))
+    mean = weights @ q
+    second = weights @ (q * q)
+    return np.clip(second - mean * mean, 0.0, None).mean(axis=-1)
+
+
+def simulated_log_likelihood(
+    mean: np.ndarray,
+    sigma: np.ndarray,
+    nu: np.ndarray,
+    truth: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Outcomes of each candidate simulated under each scenario's true draw, and their log
+    likelihood under every draw: (candidate, scenario, draw), float32 to keep hundreds of
+    candidates in memory; and the scenarios' starting log weights (scenario, draw), 0 except
+    -inf at the scenario's own truth.
+
+    ``mean`` is ln expected loss (draw, candidate); ``sigma`` and ``nu`` the Student-t run
+    noise per draw; ``truth`` the draw index of each scenario."""
+    shape = mean[truth].shape
+    outcome = mean[truth] + sigma[truth, None] * rng.standard_t(nu[truth, None], shape)
+    log_lik = _student_t_logpdf(
+        outcome.T[:, :, None] - mean.T[:, None, :], nu[None, None, :], sigma[None, None, :]
+    ).astype(np.float32)
+    log_w = np.zeros((truth.size, mean.shape[0]))
+    log_w[np.arange(truth.size), truth] = -np.inf
+    return log_lik, log_w
+
+
+def plan_runs(
+    posterior: Posterior,
+    question: Question,
+    candidates: pd.DataFrame,
+    k: int = 4,
+    budget_flops: float | None = None,
+    scenarios: int = 48,
+    max_draws: int = 800,
+    random_seed: int = 0,
+) -> Plan:
+    """Choose up to ``k`` runs from ``candidates`` (greedy on expected variance removed per
+    FLOP, see the module notes), their FLOPs together at most ``budget_flops``.
+
+    ``candidates`` has ``n_active``, ``tokens`` and optionally ``arch``, ``experts``,
+    ``eval_set``, ``flops`` (default 6 N D), ``config`` (a trainer config, carried into the
+    plan); for ``lr-batch`` also ``lr`` and ``batch_tokens`` (and ``n_total``). The same seed
+    gives the same plan.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise DesignError(f"k must be a whole number >= 1, not {k!r}")
+    if budget_flops is not None and not (math.isfinite(budget_flops) and budget_flops > 0):
+        raise DesignError(f"budget_flops must be finite and > 0, not {budget_flops!r}")
+    if len(candidates) == 0:
+        raise DesignError("no candidate runs to choose from")
+    candidates = candidates.reset_index(drop=True)
+    _check_candidates(candidates)
+    flops = _candidate_flops(candidates)
+    rng = np.random.default_rng(random_seed)
+    q_all = question_draws(posterior, question)
+    total = q_all.shape[0]
+    index = np.sort(rng.choice(total, size=min(total, max_draws), replace=False))
+    q = q_all[index]
+    if isinstance(posterior.spec, HyperSpec):
+        outcomes = HyperOutcomes(posterior, pd.DataFrame(question.targets), random_seed)
+        mean = outcomes.log_mean(candidates)[index]
+    else:
+        from bayes_scaling.predict import law_draws
+
+        mean = law_draws(posterior, loss_frame(posterior, candidates))[index]
+    sigma = posterior.draws("sigma")[index]
+    nu = posterior.draws("nu")[index]
+    draws = len(index)
+    truth = rng.choice(draws, size=min(scenarios, draws), replace=False)
+    log_lik, log_w = simulated_log_likelihood(mean, sigma, nu, truth, rng)
+    search = _Greedy(q, log_lik, log_w, _Reach(posterior, question, candidates), flops)
+    sd_now = math.sqrt(search.variance_now)
+    # Gain per FLOP alone can spend a budget on cheap runs that each teach little; with a
+    # budget, the better of it and plain gain-greedy is kept (Leskovec et al. 2007, CELF).
+    rules = ["gain per FLOP"] if budget_flops is None else ["gain per FLOP", "gain"]
+    results = {rule: search.run(k, budget_flops, rule == "gain per FLOP") for rule in rules}
+    rule = min(rules, key=lambda name: results[name][2])
+    chosen, rows, current, first = results[rule]
+    ranked = candidates.assign(flops=flops, gain=first, gain_per_flop=first / flops)
+    ranked = ranked.sort_values("gain_per_flop", ascending=False, na_position="last")
+    runs = candidates.iloc[chosen].reset_index(drop=True)
+    runs = runs.drop(columns=[c for c in ("flops",) if c in runs])
+    runs = pd.concat([runs, pd.DataFrame(rows)], axis=1)
+    settings = {
+        "k": k,
+        "budget_flops": budget_flops,
+        "scenarios": int(truth.size),
+        "draws": draws,
+        "random_seed": random_seed,
+        "rule": rule,
+    }
+    sd_after = math.sqrt(max(current, 0.0))
+    return Plan(question, runs, sd_now, sd_after, len(candidates), settings, ranked)
+
+
+class _Reach:
+    """The discrepancy's variance at a loss question's targets, E[kappa^2] e^2, given the
+    fitted runs plus some candidates (zero for the other questions)."""
+
+    def __init__(self, posterior: Posterior, question: Question, candidates: pd.DataFrame):
+        self.active = question.kind == "loss"
+        if not self.active:
+            return
+        from bayes_scaling.discrepancy import default_rate, law_axes
+
+        rate = getattr(posterior, "discrepancy", None) or default_rate()
+        self.kappa2 = float(np.sum(np.exp(rate.log_weight) * rate.kappa**2))
+        self.axes = law_axes(posterior.spec.law)  # type: ignore[union-attr]
+        columns = ["arch", *self.axes]
+        self.fitted = posterior.fitted_runs
+        self.fitted = self.fitted[[c for c in columns if c in self.fitted]]
+        assert question.targets is not None
+        self.targets = loss_frame(posterior, question.targets)
+        self.candidates = loss_frame(posterior, candidates)[
+            [c for c in columns if c in self.fitted]
+        ]
+
+    def variance(self, chosen: Sequence[int]) -> float:
+        if not self.active:
+            return 0.0
+        from bayes_scaling.discrepancy import extrapolation
+
+        fitted = pd.concat([self.fitted, self.candidates.iloc[list(chosen)]], ignore_index=True)
+        distance = extrapolation(fitted, self.targets, self.axes)["distance"].to_numpy(float)
+        return self.kappa2 * float(np.mean(distance**2))
+
+
+@dataclass
+class _Greedy:
+    """Greedy choice of runs on simulated outcomes: ``log_lik`` (candidate, scenario, draw)
+    added to the scenarios' log weights ``log_w`` (scenario, draw) run by run."""
+
+    q: np.ndarray
+    log_lik: np.ndarray
+    log_w: np.ndarray
+    reach: _Reach
+    flops: np.ndarray
+
+    @property
+    def variance_now(self) -> float:
+        return float(_weighted_variance(self.q, self.log_w).mean()) + self.reach.variance([])
+
+    def run(
+        self, k: int, budget: float | None, by_ratio: bool
+    ) -> tuple[list[int], list[dict[str, float]], float, np.ndarray]:
+        """(chosen candidates, one record each, the expected variance after all of them, and
+        every candidate's gain as the first run: NaN where it does not fit the budget)."""
+        log_w, current, spent = self.log_w, self.variance_now, 0.0
+        first = np.full(len(self.flops), np.nan)
+        chosen: list[int] = []
+        rows = []
+        for _ in range(k):
+            open_ = [
+                c
+                for c in range(len(self.flops))
+                if c not in chosen and (budget is None or spent + self.flops[c] <= budget)
+            ]
+            if not open_:
+                break
+            after = np.concatenate(
+                [
+                    _weighted_variance(self.q, log_w[None] + self.log_lik[part]).mean(axis=1)
+                    for part in (open_[i : i + 64] for i in range(0, len(open_), 64))
+                ]
+            )
+            after += np.array([self.reach.variance([*chosen, c]) for c in open_])
+            gain = current - after
+            if not chosen:
+                first[open_] = gain
+            best = int(np.argmax(gain / self.flops[open_] if by_ratio else gain))
+            pick = open_[best]
+            chosen.append(pick)
+            log_w = log_w + self.log_lik[pick]
+            current, spent = float(after[best]), spent + self.flops[pick]
+            rows.append(
+                {
+                    "flops": float(self.flops[pick]),
+                    "gain": float(gain[best]),
+                    "gain_per_flop": float(gain[best] / self.flops[pick]),
+                    "sd_after": math.sqrt(max(current, 0.0)),
+                }
+            )
+        return chosen, rows, current, first
+
+
+def auto_candidates(posterior: Posterior, question: Question, per_axis: int = 6) -> pd.DataFrame:
+    """A default candidate grid: for each arch (at its most common expert count), ``per_axis``
+    sizes from the smallest fitted N to the larger of 4x the largest and the target's N, each
+    at ``per_axis`` token-per-parameter ratios spanning the fitted ones; for ``lr-batch``
+    questions, the target cell and the fitted cells at learning rates and batch sizes around
+    the fitted optima."""
+    from bayes_scaling.frontier import arch_expert_counts
+
+    runs = posterior.fitted_runs
+    n = runs["n_active"].to_numpy(float)
+    ratio = runs["tokens"].to_numpy(float) / n
+    top = n.max() * 4
+    if question.targets is not None:
+        top = max(top, float(question.targets["n_active"].max()))
+    sizes = np.geomspace(n.min(), top, per_axis)
+    ratios = np.geomspace(ratio.min(), max(ratio.max(), ratio.min() * 1.01), per_axis)
+    rows = []
+    for arch in sorted(runs["arch"].astype(str).unique()):
+        experts = arch_expert_counts(posterior, arch)[-1]
+        for size in sizes:
+            for r in ratios:
+                rows.append(
+                    {"arch": arch, "experts": experts, "n_active": size, "tokens": size * r}
+                )
+    frame = pd.DataFrame(rows)
+    if question.kind != "lr-batch":
+        return frame
+    cells = runs[["arch", "n_active", "n_total", "tokens"]].drop_duplicates()
+    assert question.targets is not None
+    target = question.targets.copy()
+    if "n_total" not in target:
+        target["n_total"] = target["n_active"]
+    cells = pd.concat([cells, target[cells.columns.intersection(target.columns)]])
+    lr = np.exp(np.quantile(np.log(runs["lr"].to_numpy(float)), np.linspace(0, 1, per_axis)))
+    batch = runs["batch_tokens"].to_numpy(float)
+    batches = np.exp(np.quantile(np.log(batch), [0.0, 0.5, 1.0]))
+    out = [
+        {**cell, "lr": a, "batch_tokens": b}
+        for cell in cells.drop_duplicates().to_dict(orient="records")
+        for a in lr
+        for b in batches
+    ]
+    return pd.DataFrame(out)
