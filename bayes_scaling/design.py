@@ -1,22 +1,20 @@
 """Which run to train next: Bayesian design of scaling studies by preposterior analysis.
 
 A study is run to answer a question (:class:`Question`): the loss at a target configuration,
-the compute-optimal model size at a budget, whether MoE beats dense at a budget, or the optimal
-learning rate and batch size at a target. The question is a quantity ``q`` with one value per
-posterior draw; its uncertainty is the posterior variance of ``q`` (for MoE-beats-dense, the
-indicator's variance p (1 - p)). A candidate run is worth what it is expected to remove from
-that variance, per FLOP it costs.
+the compute-optimal model size at a budget, whether MoE beats dense at a budget (the gap of
+their optimal ln losses), or the optimal learning rate and batch size at a target. The question
+is a quantity ``q`` with one value per posterior draw, and its uncertainty the posterior
+variance of ``q``. A candidate run is worth what it is expected to remove from that variance.
 
-What a run would teach is computed without refitting, by importance weighting the current
-draws (preposterior analysis): a *scenario* picks one draw as the truth and simulates the
-run's outcome from the model's own likelihood (the law plus Student-t run noise on ln loss);
-the posterior after seeing that outcome is the current draws reweighted by the likelihood of
-the outcome under each draw. The expected posterior variance of ``q`` after a set of runs is
-the average over scenarios of the weighted variance (the truth's own draw is left out of its
-scenario's weights, so a draw never confirms itself). A batch of ``k`` runs for parallel
-hardware is chosen greedily: each scenario simulates every chosen run from the same truth and
-multiplies their likelihoods, so a run that would teach what an already chosen one teaches
-gains little.
+What a run would teach is computed without refitting (:mod:`bayes_scaling.preposterior`): by
+default by conditioning the draws' joint covariance of ``q`` and the candidates' expected
+losses on the run's outcome (linear-Gaussian), or by importance weighting the draws on
+simulated outcomes (``method="importance"``). A batch of ``k`` runs for parallel hardware is
+chosen greedily, each run scored given the ones before it, so a run that would teach what an
+already chosen one teaches gains little. The greedy rule is the variance removed per FLOP;
+under a FLOP budget the better of that and plain gain-greedy is kept, since per-FLOP alone
+can spend a budget on cheap runs that each teach little (the CELF rule of Leskovec et al.,
+2007, for budgeted submodular selection).
 
 For the loss at a target the predictive also carries the extrapolation discrepancy
 (:mod:`bayes_scaling.discrepancy`): its variance E[kappa^2] e(target)^2 falls when a run
@@ -24,9 +22,10 @@ extends the data towards the target, and that term is counted too, so a larger r
 what it buys in reach as well as in the law's parameters.
 
 The result is a :class:`Plan`: the chosen runs in order, each with its marginal gain, its
-gain per FLOP and the question's standard deviation expected once it is in. ``plan.json``
-(:meth:`Plan.write`) carries each run's trainer config when the candidates came from a sweep
-file, for ``bayes-scaling sweep --plan``.
+gain per FLOP and the question's standard deviation expected once it is in, and every
+candidate ranked by its gain as the first run. ``plan.json`` (:meth:`Plan.write`) carries each
+run's trainer config when the candidates came from a sweep file, for
+``bayes-scaling sweep --plan``.
 """
 
 from __future__ import annotations
@@ -41,9 +40,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammaln, logsumexp
 
 from bayes_scaling.posterior import Posterior
+from bayes_scaling.preposterior import (
+    ImportanceUpdate,
+    LinearUpdate,
+    noise_variance,
+    simulated_log_likelihood,
+)
 from bayes_scaling.questions import (
     QUESTIONS,
     DesignError,
@@ -55,6 +59,7 @@ from bayes_scaling.questions import (
 from bayes_scaling.spec import HyperSpec
 
 __all__ = [
+    "METHODS",
     "QUESTIONS",
     "DesignError",
     "Plan",
@@ -66,17 +71,7 @@ __all__ = [
 ]
 
 PLAN_VERSION = 1
-
-
-def _student_t_logpdf(x: np.ndarray, nu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    z = x / sigma
-    return (
-        gammaln((nu + 1) / 2)
-        - gammaln(nu / 2)
-        - 0.5 * np.log(nu * math.pi)
-        - np.log(sigma)
-        - (nu + 1) / 2 * np.log1p(z * z / nu)
-    )
+METHODS = ("linear", "importance")
 
 
 @dataclass
@@ -169,39 +164,6 @@ def _candidate_flops(candidates: pd.DataFrame) -> np.ndarray:
     return flops
 
 
-def _weighted_variance(q: np.ndarray, log_w: np.ndarray) -> np.ndarray:
-    """Mean over quantities of the weighted variance of q (sample, quantity) under each row of
-    log weights (..., sample): shape (...)."""
-    weights = np.exp(log_w - logsumexp(log_w, axis=-1, keepdims=True))
-    mean = weights @ q
-    second = weights @ (q * q)
-    return np.clip(second - mean * mean, 0.0, None).mean(axis=-1)
-
-
-def simulated_log_likelihood(
-    mean: np.ndarray,
-    sigma: np.ndarray,
-    nu: np.ndarray,
-    truth: np.ndarray,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Outcomes of each candidate simulated under each scenario's true draw, and their log
-    likelihood under every draw: (candidate, scenario, draw), float32 to keep hundreds of
-    candidates in memory; and the scenarios' starting log weights (scenario, draw), 0 except
-    -inf at the scenario's own truth.
-
-    ``mean`` is ln expected loss (draw, candidate); ``sigma`` and ``nu`` the Student-t run
-    noise per draw; ``truth`` the draw index of each scenario."""
-    shape = mean[truth].shape
-    outcome = mean[truth] + sigma[truth, None] * rng.standard_t(nu[truth, None], shape)
-    log_lik = _student_t_logpdf(
-        outcome.T[:, :, None] - mean.T[:, None, :], nu[None, None, :], sigma[None, None, :]
-    ).astype(np.float32)
-    log_w = np.zeros((truth.size, mean.shape[0]))
-    log_w[np.arange(truth.size), truth] = -np.inf
-    return log_lik, log_w
-
-
 def plan_runs(
     posterior: Posterior,
     question: Question,
@@ -211,6 +173,7 @@ def plan_runs(
     scenarios: int = 48,
     max_draws: int = 800,
     random_seed: int = 0,
+    method: str = "linear",
 ) -> Plan:
     """Choose up to ``k`` runs from ``candidates`` (greedy on expected variance removed per
     FLOP, see the module notes), their FLOPs together at most ``budget_flops``.
@@ -222,6 +185,8 @@ def plan_runs(
     """
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise DesignError(f"k must be a whole number >= 1, not {k!r}")
+    if method not in METHODS:
+        raise DesignError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if budget_flops is not None and not (math.isfinite(budget_flops) and budget_flops > 0):
         raise DesignError(f"budget_flops must be finite and > 0, not {budget_flops!r}")
     if len(candidates) == 0:
@@ -244,12 +209,15 @@ def plan_runs(
     sigma = posterior.draws("sigma")[index]
     nu = posterior.draws("nu")[index]
     draws = len(index)
-    truth = rng.choice(draws, size=min(scenarios, draws), replace=False)
-    log_lik, log_w = simulated_log_likelihood(mean, sigma, nu, truth, rng)
-    search = _Greedy(q, log_lik, log_w, _Reach(posterior, question, candidates), flops)
+    update: ImportanceUpdate | LinearUpdate
+    if method == "importance":
+        truth = rng.choice(draws, size=min(scenarios, draws), replace=False)
+        update = ImportanceUpdate(q, *simulated_log_likelihood(mean, sigma, nu, truth, rng))
+    else:
+        update = LinearUpdate(q, mean, float(np.mean(noise_variance(sigma, nu))))
+    search = _Greedy(update, _Reach(posterior, question, candidates), flops)
     sd_now = math.sqrt(search.variance_now)
-    # Gain per FLOP alone can spend a budget on cheap runs that each teach little; with a
-    # budget, the better of it and plain gain-greedy is kept (Leskovec et al. 2007, CELF).
+    # Per FLOP alone can spend a budget on cheap runs: the better of it and gain (CELF).
     rules = ["gain per FLOP"] if budget_flops is None else ["gain per FLOP", "gain"]
     results = {rule: search.run(k, budget_flops, rule == "gain per FLOP") for rule in rules}
     rule = min(rules, key=lambda name: results[name][2])
@@ -262,7 +230,8 @@ def plan_runs(
     settings = {
         "k": k,
         "budget_flops": budget_flops,
-        "scenarios": int(truth.size),
+        "method": method,
+        "scenarios": scenarios if method == "importance" else None,
         "draws": draws,
         "random_seed": random_seed,
         "rule": rule,
@@ -305,25 +274,23 @@ class _Reach:
 
 @dataclass
 class _Greedy:
-    """Greedy choice of runs on simulated outcomes: ``log_lik`` (candidate, scenario, draw)
-    added to the scenarios' log weights ``log_w`` (scenario, draw) run by run."""
+    """Greedy choice of runs, each the best (per FLOP, or in all) given those before it."""
 
-    q: np.ndarray
-    log_lik: np.ndarray
-    log_w: np.ndarray
+    update: ImportanceUpdate | LinearUpdate
     reach: _Reach
     flops: np.ndarray
 
     @property
     def variance_now(self) -> float:
-        return float(_weighted_variance(self.q, self.log_w).mean()) + self.reach.variance([])
+        return self.update.variance(self.update.start) + self.reach.variance([])
 
     def run(
         self, k: int, budget: float | None, by_ratio: bool
     ) -> tuple[list[int], list[dict[str, float]], float, np.ndarray]:
         """(chosen candidates, one record each, the expected variance after all of them, and
         every candidate's gain as the first run: NaN where it does not fit the budget)."""
-        log_w, current, spent = self.log_w, self.variance_now, 0.0
+        state: Any = self.update.start
+        current, spent = self.variance_now, 0.0
         first = np.full(len(self.flops), np.nan)
         chosen: list[int] = []
         rows = []
@@ -335,20 +302,15 @@ class _Greedy:
             ]
             if not open_:
                 break
-            after = np.concatenate(
-                [
-                    _weighted_variance(self.q, log_w[None] + self.log_lik[part]).mean(axis=1)
-                    for part in (open_[i : i + 64] for i in range(0, len(open_), 64))
-                ]
-            )
-            after += np.array([self.reach.variance([*chosen, c]) for c in open_])
+            after = self.update.after(state, open_)
+            after = after + np.array([self.reach.variance([*chosen, c]) for c in open_])
             gain = current - after
             if not chosen:
                 first[open_] = gain
             best = int(np.argmax(gain / self.flops[open_] if by_ratio else gain))
             pick = open_[best]
             chosen.append(pick)
-            log_w = log_w + self.log_lik[pick]
+            state = self.update.commit(state, pick)
             current, spent = float(after[best]), spent + self.flops[pick]
             rows.append(
                 {

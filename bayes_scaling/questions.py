@@ -39,7 +39,8 @@ class Question:
       ``tokens`` and optionally ``arch``, ``experts``, ``eval_set``; several rows are averaged);
     - ``"optimal-n"``: ln of the compute-optimal ``n_active`` of ``arch`` at ``budget`` FLOPs;
     - ``"moe-better"``: whether compute-optimal ``moe_arch`` has a lower loss than
-      ``dense_arch`` at ``budget`` FLOPs;
+      ``dense_arch`` at ``budget`` FLOPs, as the gap of their ln losses (MoE minus dense; its
+      sign decides, and P(MoE better) is the share of draws below zero);
     - ``"lr-batch"``: ln of the optimal learning rate and batch size (a hyperparameter
       posterior) at the ``targets`` cell (``n_active``, ``tokens``, ``arch``, ``n_total``).
     """
@@ -124,8 +125,7 @@ def question_draws(posterior: Posterior, question: Question) -> np.ndarray:
 
     if question.kind == "optimal-n":
         return optimum(question.arch)[0]
-    better = optimum(question.moe_arch)[1] < optimum(question.dense_arch)[1]
-    return better.astype(float)
+    return optimum(question.moe_arch)[1] - optimum(question.dense_arch)[1]
 
 
 class HyperOutcomes:

@@ -90,12 +90,12 @@ def plan_command(
     check_seed(seed)
     check_output(out, "--out")
     posterior = load_posterior(posterior_file)
-    target = None
+    target: pd.DataFrame | None = None
     if n_active is not None or tokens is not None:
-        point: dict[str, Any] = {"n_active": n_active, "tokens": tokens, "experts": experts}
-        point |= {k: v for k, v in (("arch", arch), ("eval_set", eval_set)) if v is not None}
-        if n_total is not None:
-            point["n_total"] = n_total
+        given = {"n_active": n_active, "tokens": tokens, "n_total": n_total, "arch": arch}
+        point = {k: v for k, v in given.items() if v is not None} | {"experts": experts}
+        if eval_set is not None:
+            point["eval_set"] = eval_set
         target = pd.DataFrame([point])
     try:
         asked = Question(
