@@ -21,11 +21,11 @@ Strategies:
   bins, lowest first, and within a bin runs spread over model size (alternating ends inwards).
 
     .venv/bin/python benchmarks/bench_design.py [--data chinchilla|deepmind-routing|both]
-        [--seeds 3] [--levels 0.02,0.05,0.1,0.2] [--k 6]
+        [--seeds 3] [--levels 0.02,0.05,0.1,0.2] [--k 6] [--method linear|importance]
 
-Writes benchmarks/results/bench_design.csv (one row per data set, strategy, seed and level)
-and bench_design_summary.csv (medians over seeds, and whether the plan reached the full pool's
-interval score by 20% of its FLOPs and beat every other strategy at each level).
+Writes benchmarks/results/bench_design_<data>.csv (one row per strategy, seed and level) and
+bench_design_summary_<data>.csv (medians over seeds, and the level at which the plan reached
+the full pool's interval score and at how many levels it beat every other strategy).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def buy_in_order(
     return owned, spent
 
 
-def replay(data: str, seed: int, levels: list[float], k: int) -> list[dict]:
+def replay(data: str, seed: int, levels: list[float], k: int, method: str) -> list[dict]:
     model, in_pool, per_arch, overrides = SETUPS[data]
     spec = read_spec(model)
     runs = load_dataset(data)
@@ -142,7 +142,7 @@ def replay(data: str, seed: int, levels: list[float], k: int) -> list[dict]:
                         break
                     plan = plan_runs(
                         posterior, question, candidates[["run_id", *QUESTION_COLUMNS, "flops"]],
-                        k=k, budget_flops=level - spent, random_seed=seed,
+                        k=k, budget_flops=level - spent, random_seed=seed, method=method,
                     )  # fmt: skip
                     bought = candidates.index[candidates["run_id"].isin(plan.runs["run_id"])]
                     owned, spent = owned | set(bought), spent + float(flops[bought].sum())
@@ -170,15 +170,12 @@ def full_pool(data: str, seed: int) -> dict:
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Medians over seeds per data set, strategy and level, with the verdicts."""
-    medians = (
-        table.groupby(["data", "strategy", "level"], as_index=False)
-        .agg(
-            interval_score_90=("interval_score_90", "median"),
-            coverage_new_run_90=("coverage_new_run_90", "median"),
-            rel_error=("rel_error", "median"),
-            flops_share=("flops_share", "median"),
-            seeds=("seed", "nunique"),
-        )
+    medians = table.groupby(["data", "strategy", "level"], as_index=False).agg(
+        interval_score_90=("interval_score_90", "median"),
+        coverage_new_run_90=("coverage_new_run_90", "median"),
+        rel_error=("rel_error", "median"),
+        flops_share=("flops_share", "median"),
+        seeds=("seed", "nunique"),
     )
     verdicts = []
     for data, group in medians.groupby("data"):
@@ -202,21 +199,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--levels", default="0.02,0.05,0.1,0.2")
     parser.add_argument("--k", type=int, default=6)
+    parser.add_argument("--method", default="linear", choices=["linear", "importance"])
     args = parser.parse_args()
     levels = [float(v) for v in args.levels.split(",")]
-    rows = []
     started = time.perf_counter()
     for data in SETUPS if args.data == "both" else [args.data]:
-        rows.append(full_pool(data, 0))
+        rows = [full_pool(data, 0)]
         print(rows[-1], flush=True)
         for seed in range(args.seeds):
-            rows.extend(replay(data, seed, levels, args.k))
-    table = pd.DataFrame(rows)
-    suffix = "" if args.data == "both" else f"_{args.data}"
-    save_table(table, RESULTS / f"bench_design{suffix}.csv")
-    summary = summarise(table)
-    print(summary.to_string(index=False))
-    save_table(summary, RESULTS / f"bench_design_summary{suffix}.csv")
+            rows.extend(replay(data, seed, levels, args.k, args.method))
+        table = pd.DataFrame(rows).assign(method=args.method, k=args.k)
+        name = data if args.method == "linear" else f"{data}_{args.method}"
+        save_table(table, RESULTS / f"bench_design_{name}.csv")
+        summary = summarise(table)
+        print(summary.to_string(index=False))
+        save_table(summary, RESULTS / f"bench_design_summary_{name}.csv")
     print(f"{time.perf_counter() - started:.0f} s")
 
 
