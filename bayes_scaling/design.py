@@ -236,6 +236,8 @@ def plan_runs(
         "random_seed": random_seed,
         "rule": rule,
     }
+    if question.kind == "moe-better":  # the gap's sign is the answer
+        settings["p_moe_better"] = float((q_all < 0).mean())
     sd_after = math.sqrt(max(current, 0.0))
     return Plan(question, runs, sd_now, sd_after, len(candidates), settings, ranked)
 

@@ -18,7 +18,10 @@ Strategies:
 - ``random``: runs in a random order (seeded), each bought while it fits the level;
 - ``smallest``: smallest compute first;
 - ``isoflop``: an isoFLOP grid as practitioners lay one out: the pool's compute in 6 log-spaced
-  bins, lowest first, and within a bin runs spread over model size (alternating ends inwards).
+  bins, lowest first, and within a bin runs spread over model size (alternating ends inwards);
+- ``simple-scaling-laws``: its ``suggest_runs`` (the ``bench`` extra; skipped when missing) on
+  its own default fit over N and D, asked for N* at the targets' median compute, each suggested
+  point mapped to the nearest pool run (:func:`ssl_batch`).
 
     .venv/bin/python benchmarks/bench_design.py [--data chinchilla|deepmind-routing|both]
         [--seeds 3] [--levels 0.02,0.05,0.1,0.2] [--k 6] [--method linear|importance]
@@ -31,7 +34,9 @@ the full pool's interval score and at how many levels it beat every other strate
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
+import math
 import time
 from collections.abc import Callable
 
@@ -56,7 +61,7 @@ SETUPS = {
         {"chains": 2, "draws": 600, "tune": 800, "extend": 0},
     ),
 }
-STRATEGIES = ("plan", "random", "smallest", "isoflop")
+STRATEGIES = ("plan", "random", "smallest", "isoflop", "simple-scaling-laws")
 QUESTION_COLUMNS = ["arch", "eval_set", "n_active", "tokens", "experts", "granularity"]
 
 
@@ -96,6 +101,51 @@ def buy_in_order(
     return owned, spent
 
 
+def ssl_batch(
+    pool: pd.DataFrame, owned: set, remaining: float, targets: pd.DataFrame, k: int, seed: int
+) -> list:
+    """simple-scaling-laws' ``suggest_runs`` (its default fit on N and D, pooled over archs;
+    question: N* at the targets' median compute), each suggestion mapped to the nearest pool
+    run in (ln N, ln D) not yet bought that fits the remaining FLOPs."""
+    import simple_scaling_laws as ssl
+    from simple_scaling_laws.cost import cost_model
+
+    runs = pool.loc[sorted(owned)]
+    frame = pd.DataFrame({
+        "training_run_id": runs["run_id"].astype(str),
+        "model_size__params": runs["n_active"].astype(float),
+        "dataset_size__tokens": runs["tokens"].astype(float),
+        "test_loss__cross_entropy": runs["loss"].astype(float),
+    })  # fmt: skip
+    open_ = pool.drop(index=sorted(owned))
+    open_ = open_[open_["flops"] <= remaining]
+    if open_.empty:
+        return []
+    low, high = float(open_["flops"].min()), float(open_["flops"].max())
+    budgets = list(np.geomspace(low, max(high, low * 1.01), 6))
+    try:
+        model = ssl.fit(frame, seed=seed)
+        suggested = ssl.suggest_runs(
+            model, [float(targets["flops"].median())], cost_model("power", k=6.0, a=1.0, b=1.0),
+            n=k, candidate_budgets=budgets,
+        ).to_pandas()  # fmt: skip
+    except Exception as error:  # a peer failing to suggest is a result, not a crash
+        print(f"simple-scaling-laws could not suggest runs: {error}", flush=True)
+        return []
+    bought, spent = [], 0.0
+    log_n, log_d = np.log(open_["n_active"].to_numpy()), np.log(open_["tokens"].to_numpy())
+    for row in suggested.itertuples(index=False):
+        distance = np.hypot(log_n - math.log(row.model_size__params),
+                            log_d - math.log(row.dataset_size__tokens))  # fmt: skip
+        for position in np.argsort(distance):
+            run = open_.index[position]
+            if run not in bought and spent + open_.loc[run, "flops"] <= remaining:
+                bought.append(run)
+                spent += float(open_.loc[run, "flops"])
+                break
+    return bought
+
+
 def replay(data: str, seed: int, levels: list[float], k: int, method: str) -> list[dict]:
     model, in_pool, per_arch, overrides = SETUPS[data]
     spec = read_spec(model)
@@ -130,6 +180,12 @@ def replay(data: str, seed: int, levels: list[float], k: int, method: str) -> li
         "isoflop": lambda: isoflop_order(pool),
     }
     for strategy in STRATEGIES:
+        if (
+            strategy == "simple-scaling-laws"
+            and importlib.util.find_spec("simple_scaling_laws") is None
+        ):
+            print("simple-scaling-laws is not installed (the bench extra): skipped", flush=True)
+            continue
         owned, spent = set(start), float(flops[list(start)].sum())
         posterior = fitted(owned)
         for share in levels:
@@ -147,6 +203,10 @@ def replay(data: str, seed: int, levels: list[float], k: int, method: str) -> li
                     bought = candidates.index[candidates["run_id"].isin(plan.runs["run_id"])]
                     owned, spent = owned | set(bought), spent + float(flops[bought].sum())
                     posterior = fitted(owned)
+            elif strategy == "simple-scaling-laws":
+                while bought := ssl_batch(pool, owned, level - spent, targets, k, seed):
+                    owned, spent = owned | set(bought), spent + float(flops[bought].sum())
+                posterior = fitted(owned)
             else:
                 owned, spent = buy_in_order(orders[strategy](), owned, spent, level, flops)
                 posterior = fitted(owned)

@@ -139,6 +139,7 @@ def test_moe_beats_dense_question_is_the_comparison_indicator(small_fit):  # typ
         k=2,
     )
     assert plan.sd_now == pytest.approx(gap.std(), rel=0.1)  # 800 of the draws
+    assert plan.settings["p_moe_better"] == pytest.approx(p)
     assert set(plan.runs["arch"]) <= {"dense", "moe"}
 
 

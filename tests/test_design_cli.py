@@ -112,6 +112,10 @@ def test_plan_and_sweep_refuse_bad_requests_saying_why(loop_start, tmp_path: Pat
         result = runner.invoke(app, arguments)
         assert result.exit_code == 1, (arguments, result.output)
         assert message in result.output, (arguments, result.output)
+    not_json = tmp_path / "broken.json"
+    not_json.write_text('{"runs": [')
+    result = runner.invoke(app, ["sweep", "--plan", str(not_json), "--out", str(table)])
+    assert result.exit_code == 1 and "not a plan (JSON) file" in result.output
     no_configs = tmp_path / "plan.json"
     no_configs.write_text(json.dumps({"runs": [{"n_active": 1e5, "tokens": 1e6}]}))
     result = runner.invoke(app, ["sweep", "--plan", str(no_configs), "--out", str(table)])

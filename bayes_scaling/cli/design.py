@@ -121,6 +121,9 @@ def _print(plan: Any) -> None:
         f"after the {len(plan.runs)} planned run(s) ({plan.flops:.3g} FLOPs; "
         f"{plan.candidates} candidates)"
     )
+    if "p_moe_better" in plan.settings:
+        typer.echo(f"  P({plan.question.moe_arch} beats {plan.question.dense_arch}) now: "
+                   f"{plan.settings['p_moe_better']:.3f}")  # fmt: skip
     for number, row in enumerate(plan.runs.itertuples(index=False), start=1):
         name = getattr(row, "run_id", None) or f"{row.arch} N={row.n_active:.3g}"
         typer.echo(
