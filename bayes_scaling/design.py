@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from bayes_scaling.posterior import Posterior
 from bayes_scaling.preposterior import (
     ImportanceUpdate,
     LinearUpdate,
+    ReachVariance,
     noise_variance,
     simulated_log_likelihood,
 )
@@ -53,6 +54,7 @@ from bayes_scaling.questions import (
     DesignError,
     HyperOutcomes,
     Question,
+    hyper_cells,
     loss_frame,
     question_draws,
 )
@@ -110,11 +112,11 @@ class Plan:
             "version": PLAN_VERSION,
             "question": self.question.describe(),
             "kind": self.question.kind,
-            "sd_now": self.sd_now,
-            "sd_after": self.sd_after,
+            "sd_now": _jsonable(self.sd_now),
+            "sd_after": _jsonable(self.sd_after),
             "candidates": self.candidates,
             "flops": self.flops,
-            "settings": self.settings,
+            "settings": {k: _jsonable(v) for k, v in self.settings.items()},
             "runs": records,
             "ranked": [
                 {k: _jsonable(v) for k, v in row.items()} for row in top.to_dict(orient="records")
@@ -126,7 +128,7 @@ class Plan:
         from bayes_scaling._io import atomic_write
 
         path = Path(path)
-        atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
         return path
 
 
@@ -138,18 +140,24 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _where(candidates: pd.DataFrame, position: int) -> str:
+    """A candidate named for a message: its row counted from 1, and its run id if it has one."""
+    name = f" ({candidates['run_id'].iloc[position]})" if "run_id" in candidates else ""
+    return f"candidates: row {position + 1}{name}"
+
+
 def _check_candidates(candidates: pd.DataFrame) -> None:
     """Refuse candidates without a positive, finite n_active or tokens, naming row and column."""
     for column in ("n_active", "tokens"):
         if column not in candidates:
-            raise DesignError(f"the candidates have no {column!r} column")
+            raise DesignError(f"candidates: no {column!r} column")
         values = pd.to_numeric(candidates[column], errors="coerce").to_numpy(float)
         bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
         if bad.size:
-            value = candidates[column].iloc[int(bad[0])]
+            value = _jsonable(candidates[column].iloc[int(bad[0])])
             raise DesignError(
-                f"candidate row {int(bad[0])}, column {column!r}: {value!r} is not a finite "
-                "number > 0"
+                f"{_where(candidates, int(bad[0]))}, column {column!r}: {value!r} is not a "
+                "finite number > 0"
             )
 
 
@@ -160,7 +168,10 @@ def _candidate_flops(candidates: pd.DataFrame) -> np.ndarray:
         flops = 6.0 * candidates["n_active"].to_numpy(float) * candidates["tokens"].to_numpy(float)
     bad = np.flatnonzero(~(np.isfinite(flops) & (flops > 0)))
     if bad.size:
-        raise DesignError(f"candidate row {int(bad[0])}: its FLOPs must be finite and > 0")
+        raise DesignError(
+            f"{_where(candidates, int(bad[0]))}, column 'flops': {flops[bad[0]]!r} is not a "
+            "finite number > 0"
+        )
     return flops
 
 
@@ -183,8 +194,14 @@ def plan_runs(
     plan); for ``lr-batch`` also ``lr`` and ``batch_tokens`` (and ``n_total``). The same seed
     gives the same plan.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    try:
+        k = operator.index(k) if not isinstance(k, bool) else 0
+    except TypeError:
+        k = 0
+    if k < 1:
         raise DesignError(f"k must be a whole number >= 1, not {k!r}")
+    if max_draws < 2 or scenarios < 1:
+        raise DesignError("max_draws must be >= 2 and scenarios >= 1")
     if method not in METHODS:
         raise DesignError(f"method {method!r} is not one of {', '.join(METHODS)}")
     if budget_flops is not None and not (math.isfinite(budget_flops) and budget_flops > 0):
@@ -192,20 +209,38 @@ def plan_runs(
     if len(candidates) == 0:
         raise DesignError("no candidate runs to choose from")
     candidates = candidates.reset_index(drop=True)
+    fitted_ids = set(posterior.fitted_runs["run_id"].astype(str))
+    known = candidates["run_id"].astype(str).isin(fitted_ids) if "run_id" in candidates else None
+    dropped = int(known.sum()) if known is not None else 0
+    if known is not None and dropped:  # a run already in the fit teaches nothing new
+        candidates = candidates[~known].reset_index(drop=True)
+    if len(candidates) == 0:
+        raise DesignError(f"every candidate ({dropped}) is already among the fitted runs")
     _check_candidates(candidates)
     flops = _candidate_flops(candidates)
     rng = np.random.default_rng(random_seed)
-    q_all = question_draws(posterior, question)
+    hyper = isinstance(posterior.spec, HyperSpec)
+    if hyper and question.kind == "lr-batch":
+        # One object for the target and the candidates: a candidate in the never-run target
+        # cell shares the cell's deviation draw with the question.
+        outcomes = HyperOutcomes(posterior, pd.DataFrame(question.targets), random_seed)
+        q_all = np.concatenate([outcomes.target_lr, outcomes.target_batch], axis=1)
+    else:
+        q_all = question_draws(posterior, question)
     total = q_all.shape[0]
     index = np.sort(rng.choice(total, size=min(total, max_draws), replace=False))
     q = q_all[index]
-    if isinstance(posterior.spec, HyperSpec):
-        outcomes = HyperOutcomes(posterior, pd.DataFrame(question.targets), random_seed)
+    if hyper:
         mean = outcomes.log_mean(candidates)[index]
     else:
         from bayes_scaling.predict import law_draws
 
-        mean = law_draws(posterior, loss_frame(posterior, candidates))[index]
+        mean = law_draws(posterior, loss_frame(posterior, candidates, "candidates"))[index]
+    if not np.isfinite(q).all():
+        raise DesignError(f"the question ({question.describe()}) is not finite under every draw")
+    bad = np.flatnonzero(~np.isfinite(mean).all(axis=0))
+    if bad.size:
+        raise DesignError(f"{_where(candidates, int(bad[0]))}: its predicted loss is not finite")
     sigma = posterior.draws("sigma")[index]
     nu = posterior.draws("nu")[index]
     draws = len(index)
@@ -215,13 +250,20 @@ def plan_runs(
         update = ImportanceUpdate(q, *simulated_log_likelihood(mean, sigma, nu, truth, rng))
     else:
         update = LinearUpdate(q, mean, float(np.mean(noise_variance(sigma, nu))))
-    search = _Greedy(update, _Reach(posterior, question, candidates), flops)
+    search = _Greedy(update, ReachVariance(posterior, question, candidates), flops)
     sd_now = math.sqrt(search.variance_now)
     # Per FLOP alone can spend a budget on cheap runs: the better of it and gain (CELF).
     rules = ["gain per FLOP"] if budget_flops is None else ["gain per FLOP", "gain"]
     results = {rule: search.run(k, budget_flops, rule == "gain per FLOP") for rule in rules}
     rule = min(rules, key=lambda name: results[name][2])
     chosen, rows, current, first = results[rule]
+    if not chosen:
+        raise DesignError(
+            f"no candidate fits the budget of {budget_flops:.3g} FLOPs (the cheapest costs "
+            f"{flops.min():.3g})"
+            if budget_flops is not None and flops.min() > budget_flops
+            else "no candidate would reduce the question's uncertainty"
+        )
     ranked = candidates.assign(flops=flops, gain=first, gain_per_flop=first / flops)
     ranked = ranked.sort_values("gain_per_flop", ascending=False, na_position="last")
     runs = candidates.iloc[chosen].reset_index(drop=True)
@@ -233,8 +275,9 @@ def plan_runs(
         "method": method,
         "scenarios": scenarios if method == "importance" else None,
         "draws": draws,
-        "random_seed": random_seed,
+        "random_seed": int(random_seed),
         "rule": rule,
+        "already_fitted": dropped,
     }
     if question.kind == "moe-better":  # the gap's sign is the answer
         settings["p_moe_better"] = float((q_all < 0).mean())
@@ -242,44 +285,12 @@ def plan_runs(
     return Plan(question, runs, sd_now, sd_after, len(candidates), settings, ranked)
 
 
-class _Reach:
-    """The discrepancy's variance at a loss question's targets, E[kappa^2] e^2, given the
-    fitted runs plus some candidates (zero for the other questions)."""
-
-    def __init__(self, posterior: Posterior, question: Question, candidates: pd.DataFrame):
-        self.active = question.kind == "loss"
-        if not self.active:
-            return
-        from bayes_scaling.discrepancy import default_rate, law_axes
-
-        rate = getattr(posterior, "discrepancy", None) or default_rate()
-        self.kappa2 = float(np.sum(np.exp(rate.log_weight) * rate.kappa**2))
-        self.axes = law_axes(posterior.spec.law)  # type: ignore[union-attr]
-        columns = ["arch", *self.axes]
-        self.fitted = posterior.fitted_runs
-        self.fitted = self.fitted[[c for c in columns if c in self.fitted]]
-        assert question.targets is not None
-        self.targets = loss_frame(posterior, question.targets)
-        self.candidates = loss_frame(posterior, candidates)[
-            [c for c in columns if c in self.fitted]
-        ]
-
-    def variance(self, chosen: Sequence[int]) -> float:
-        if not self.active:
-            return 0.0
-        from bayes_scaling.discrepancy import extrapolation
-
-        fitted = pd.concat([self.fitted, self.candidates.iloc[list(chosen)]], ignore_index=True)
-        distance = extrapolation(fitted, self.targets, self.axes)["distance"].to_numpy(float)
-        return self.kappa2 * float(np.mean(distance**2))
-
-
 @dataclass
 class _Greedy:
     """Greedy choice of runs, each the best (per FLOP, or in all) given those before it."""
 
     update: ImportanceUpdate | LinearUpdate
-    reach: _Reach
+    reach: ReachVariance
     flops: np.ndarray
 
     @property
@@ -310,6 +321,8 @@ class _Greedy:
             if not chosen:
                 first[open_] = gain
             best = int(np.argmax(gain / self.flops[open_] if by_ratio else gain))
+            if not gain[best] > 0:  # nothing left teaches anything: stop spending
+                break
             pick = open_[best]
             chosen.append(pick)
             state = self.update.commit(state, pick)
@@ -354,10 +367,8 @@ def auto_candidates(posterior: Posterior, question: Question, per_axis: int = 6)
         return frame
     cells = runs[["arch", "n_active", "n_total", "tokens"]].drop_duplicates()
     assert question.targets is not None
-    target = question.targets.copy()
-    if "n_total" not in target:
-        target["n_total"] = target["n_active"]
-    cells = pd.concat([cells, target[cells.columns.intersection(target.columns)]])
+    target = hyper_cells(posterior, pd.DataFrame(question.targets), "target")
+    cells = pd.concat([cells, target[list(cells.columns)]], ignore_index=True)
     lr = np.exp(np.quantile(np.log(runs["lr"].to_numpy(float)), np.linspace(0, 1, per_axis)))
     batch = runs["batch_tokens"].to_numpy(float)
     batches = np.exp(np.quantile(np.log(batch), [0.0, 0.5, 1.0]))

@@ -3,7 +3,7 @@
 A :class:`Question` names what the study is for; :func:`question_draws` gives its value under
 each posterior draw, which is what :mod:`bayes_scaling.design` plans runs for. The loss at a
 target and the compute optimum come from the loss law's draws; whether MoE beats dense is the
-indicator of one arch's optimal loss being below the other's; the optimal learning rate and
+gap between the two archs' optimal ln losses (below zero: MoE wins); the optimal learning rate and
 batch size come from a hyperparameter posterior's bowls (:class:`HyperOutcomes` also gives the
 bowl's loss at candidate runs, so a plan can simulate their outcomes).
 """
@@ -29,14 +29,15 @@ class DesignError(ValueError):
     """A question or candidate set the posterior cannot answer (the message says which)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Question:
     """What the study is for.
 
     ``kind`` is one of :data:`QUESTIONS`:
 
     - ``"loss"``: ln of the expected loss at the ``targets`` (a frame of ``n_active``,
-      ``tokens`` and optionally ``arch``, ``experts``, ``eval_set``; several rows are averaged);
+      ``tokens`` and optionally ``arch``, ``experts``, ``eval_set``; with several rows the
+      uncertainty is the mean of their variances);
     - ``"optimal-n"``: ln of the compute-optimal ``n_active`` of ``arch`` at ``budget`` FLOPs;
     - ``"moe-better"``: whether compute-optimal ``moe_arch`` has a lower loss than
       ``dense_arch`` at ``budget`` FLOPs, as the gap of their ln losses (MoE minus dense; its
@@ -71,6 +72,8 @@ class Question:
                 raise DesignError(f"question {self.kind!r} needs a budget in FLOPs > 0")
         if self.kind == "moe-better" and not self.moe_arch:
             raise DesignError("question 'moe-better' needs the MoE arch (moe_arch)")
+        if self.kind == "moe-better" and self.moe_arch == self.dense_arch:
+            raise DesignError(f"question 'moe-better' compares {self.moe_arch!r} with itself")
 
     def describe(self) -> str:
         """One line saying what the question is."""
@@ -85,16 +88,31 @@ class Question:
             return f"{what} at {where}{more}"
         if self.kind == "optimal-n":
             return f"ln compute-optimal N of {self.arch or 'the arch'} at {self.budget:.3g} FLOPs"
-        return f"P({self.moe_arch} beats {self.dense_arch}) at {self.budget:.3g} FLOPs"
+        return (
+            f"ln loss gap {self.moe_arch} - {self.dense_arch} (compute-optimal; below 0: MoE "
+            f"beats dense) at {self.budget:.3g} FLOPs"
+        )
 
 
-def loss_frame(posterior: Posterior, frame: pd.DataFrame) -> pd.DataFrame:
+def loss_frame(posterior: Posterior, frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``frame`` completed as a prediction request (default arch, eval set, experts), or a
+    :class:`DesignError` that says whether the ``what`` ("target", "candidates") is wrong."""
     from bayes_scaling.predict import _points_frame
 
     try:
         return _points_frame(frame, posterior)
     except ValueError as error:
-        raise DesignError(str(error)) from error
+        raise DesignError(f"{what}: {error}") from error
+
+
+def hyper_cells(posterior: Posterior, frame: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``frame`` completed as cells of a hyperparameter posterior (arch, n_total filled in)."""
+    from bayes_scaling.hyper_predict import _planned_cells
+
+    try:
+        return _planned_cells(posterior, frame)
+    except ValueError as error:
+        raise DesignError(f"{what}: {error}") from error
 
 
 def question_draws(posterior: Posterior, question: Question) -> np.ndarray:
@@ -107,7 +125,7 @@ def question_draws(posterior: Posterior, question: Question) -> np.ndarray:
         from bayes_scaling.predict import law_draws
 
         assert question.targets is not None
-        return law_draws(posterior, loss_frame(posterior, question.targets))
+        return law_draws(posterior, loss_frame(posterior, question.targets, "target"))
     if question.kind == "lr-batch":
         bowls = HyperOutcomes(posterior, pd.DataFrame(question.targets), seed=0)
         return np.concatenate([bowls.target_lr, bowls.target_batch], axis=1)
@@ -138,25 +156,19 @@ class HyperOutcomes:
         self.rng = np.random.default_rng(seed)
         self.cells: dict[tuple[Any, ...], tuple[int, int]] = {}
         self._bowls: list[Any] = [None]  # [fitted cells' bowls (computed when needed), new...]
-        frame = self._complete(target)
+        frame = hyper_cells(posterior, target, "target")
         indices = [self._cell(row) for row in frame.itertuples(index=False)]
         self.target_lr = np.stack([self._field(i, "log_lr_opt") for i in indices], axis=1)
         self.target_batch = np.stack([self._field(i, "log_batch_opt") for i in indices], axis=1)
-
-    def _complete(self, frame: pd.DataFrame) -> pd.DataFrame:
-        from bayes_scaling.hyper_predict import _planned_cells
-
-        try:
-            return _planned_cells(self.posterior, frame)
-        except ValueError as error:
-            raise DesignError(str(error)) from error
 
     def _cell(self, row: Any) -> tuple[int, int]:
         """(source, column) of a cell's bowl: source 0 the fitted cells, others new cells."""
         from bayes_scaling.hyper_model import assign_cells
         from bayes_scaling.hyper_predict import fitted_bowls, new_cell_bowls
 
-        key = (str(row.arch), float(row.n_active), float(row.n_total), float(row.tokens))
+        # Cells match to 9 significant digits: a sweep's exact accounting meets a typed target.
+        n, total, d = (float(f"{v:.9g}") for v in (row.n_active, row.n_total, row.tokens))
+        key = (str(row.arch), n, total, d)
         if key in self.cells:
             return self.cells[key]
         _, fitted = assign_cells(self.posterior.fitted_runs)
@@ -186,10 +198,17 @@ class HyperOutcomes:
         """ln expected loss of each candidate (``lr`` and ``batch_tokens`` given), (sample, c)."""
         from bayes_scaling.hyper_model import bowl
 
-        frame = self._complete(candidates)
+        frame = hyper_cells(self.posterior, candidates, "candidates")
         for column in ("lr", "batch_tokens"):
             if column not in frame:
-                raise DesignError(f"lr-batch candidates need a {column!r} column")
+                raise DesignError(f"candidates: lr-batch candidates need a {column!r} column")
+            values = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
+            bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
+            if bad.size:
+                raise DesignError(
+                    f"candidates: row {int(bad[0]) + 1}, column {column!r}: "
+                    f"{frame[column].iloc[int(bad[0])]!r} is not a finite number > 0"
+                )
         out = []
         for row in frame.itertuples(index=False):
             index = self._cell(row)

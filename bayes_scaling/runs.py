@@ -305,6 +305,18 @@ def read_runs(path: str | os.PathLike[str]) -> pd.DataFrame:
         raise RunTableError(renumbered, str(path)) from error
 
 
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a CSV (UTF-8), JSONL or Parquet table as :func:`read_runs` does (labels as text, a
+    column named twice refused) but without validating it as measurements: for tables of runs
+    not yet trained, such as the candidates of a plan."""
+    path = Path(path)
+    kind = _format_of(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table {path} does not exist or is not a file")
+    readers = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}
+    return readers[kind](path)
+
+
 def write_runs(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     """Validate ``table`` and write it atomically (no half-written file on failure).
 

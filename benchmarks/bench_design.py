@@ -46,7 +46,7 @@ from _results import RESULTS, save_table
 
 from bayes_scaling.backtest import score_held_out, summarize
 from bayes_scaling.datasets import load_dataset
-from bayes_scaling.design import Question, plan_runs
+from bayes_scaling.design import DesignError, Question, plan_runs
 from bayes_scaling.fit import fit
 from bayes_scaling.spec import read_spec
 
@@ -196,11 +196,18 @@ def replay(data: str, seed: int, levels: list[float], k: int, method: str) -> li
                     candidates = candidates[candidates["flops"] <= level - spent]
                     if candidates.empty:
                         break
-                    plan = plan_runs(
-                        posterior, question, candidates[["run_id", *QUESTION_COLUMNS, "flops"]],
-                        k=k, budget_flops=level - spent, random_seed=seed, method=method,
-                    )  # fmt: skip
+                    try:
+                        plan = plan_runs(
+                            posterior, question,
+                            candidates[["run_id", *QUESTION_COLUMNS, "flops"]],
+                            k=k, budget_flops=level - spent, random_seed=seed, method=method,
+                        )  # fmt: skip
+                    except DesignError as error:  # nothing left that teaches anything
+                        print(f"plan stops at this level: {error}", flush=True)
+                        break
                     bought = candidates.index[candidates["run_id"].isin(plan.runs["run_id"])]
+                    if bought.empty:
+                        break
                     owned, spent = owned | set(bought), spent + float(flops[bought].sum())
                     posterior = fitted(owned)
             elif strategy == "simple-scaling-laws":

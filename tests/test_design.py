@@ -13,7 +13,6 @@ from bayes_scaling.design import (
     DesignError,
     Question,
     _Greedy,
-    _Reach,
     auto_candidates,
     plan_runs,
     question_draws,
@@ -21,6 +20,7 @@ from bayes_scaling.design import (
 from bayes_scaling.preposterior import (
     ImportanceUpdate,
     LinearUpdate,
+    ReachVariance,
     noise_variance,
     simulated_log_likelihood,
 )
@@ -109,7 +109,20 @@ def test_plan_for_the_loss_at_large_runs_prefers_reach_and_is_reproducible(small
     beyond = ranked.nlargest(10, "flops")["gain"].median()
     assert beyond > 3 * edge
     record = plan.to_dict()
-    assert json.loads(json.dumps(record))["runs"][0]["run_id"] == plan.runs["run_id"].iloc[0]
+    assert (
+        json.loads(json.dumps(record, allow_nan=False))["runs"][0]["run_id"]
+        == (plan.runs["run_id"].iloc[0])
+    )
+    # Runs already fitted are dropped from the candidates, and said so.
+    mixed = pd.concat([posterior.fitted_runs.head(5), candidates])
+    assert plan_runs(posterior, question, mixed, k=1).settings["already_fitted"] == 5
+    # Importance weighting on simulated outcomes agrees with the linear update on the first run.
+    weighted = plan_runs(posterior, question, candidates, k=1, method="importance")
+    linear = plan_runs(posterior, question, candidates, k=1)
+    both = weighted.ranked.set_index("run_id")["gain"].corr(
+        linear.ranked.set_index("run_id")["gain"]
+    )
+    assert both > 0.8
 
 
 def test_questions_agree_with_the_decision_functions(small_chinchilla):  # type: ignore[no-untyped-def]
@@ -124,7 +137,7 @@ def test_questions_agree_with_the_decision_functions(small_chinchilla):  # type:
     assert optimum == pytest.approx(expected)
 
 
-def test_moe_beats_dense_question_is_the_comparison_indicator(small_fit):  # type: ignore[no-untyped-def]
+def test_moe_beats_dense_question_is_the_loss_gap_whose_sign_decides(small_fit):  # type: ignore[no-untyped-def]
     from bayes_scaling.moe import moe_vs_dense
     from tests.simulate import simulate_runs
 
@@ -140,14 +153,14 @@ def test_moe_beats_dense_question_is_the_comparison_indicator(small_fit):  # typ
     )
     assert plan.sd_now == pytest.approx(gap.std(), rel=0.1)  # 800 of the draws
     assert plan.settings["p_moe_better"] == pytest.approx(p)
-    assert set(plan.runs["arch"]) <= {"dense", "moe"}
+    assert len(plan.runs) == 2 and plan.sd_after < plan.sd_now
 
 
 def test_reach_term_falls_as_a_candidate_extends_the_data(small_chinchilla):  # type: ignore[no-untyped-def]
     posterior, candidates, targets = small_chinchilla
     copy = posterior.fitted_runs.iloc[[3]]  # a run already fitted extends nothing
     frame = pd.concat([candidates, copy], ignore_index=True)
-    reach = _Reach(posterior, _question(targets), frame)
+    reach = ReachVariance(posterior, _question(targets), frame)
     largest = int(frame["flops"].to_numpy().argmax())
     assert reach.variance([largest]) < 0.5 * reach.variance([])
     assert reach.variance([len(frame) - 1]) == pytest.approx(reach.variance([]))
@@ -167,8 +180,16 @@ def test_bad_questions_and_candidates_are_refused_naming_what(small_chinchilla):
         question_draws(posterior, Question("lr-batch", targets=targets[["n_active", "tokens"]]))
     bad = candidates.head(3).reset_index(drop=True)
     bad.loc[1, "tokens"] = -5.0
-    with pytest.raises(DesignError, match=r"row 1, column 'tokens'"):
+    with pytest.raises(DesignError, match=r"row 2 \(chinchilla-\d+\), column 'tokens': -5.0 is"):
         plan_runs(posterior, _question(targets), bad)
+    with pytest.raises(DesignError, match="cheapest costs"):
+        plan_runs(posterior, _question(targets), candidates, budget_flops=1.0)
+    with pytest.raises(DesignError, match="already among the fitted runs"):
+        plan_runs(posterior, _question(targets), posterior.fitted_runs)
+    with pytest.raises(DesignError, match="method 'exact'"):
+        plan_runs(posterior, _question(targets), candidates, method="exact")
+    with pytest.raises(DesignError, match="with itself"):
+        Question("moe-better", budget=1e21, moe_arch="dense")
     with pytest.raises(DesignError, match="k must be"):
         plan_runs(posterior, _question(targets), candidates, k=0)
     with pytest.raises(DesignError, match="no candidate"):
@@ -188,13 +209,19 @@ def test_lr_batch_plan_values_runs_in_the_target_cell(small_fit):  # type: ignor
     draws = question_draws(posterior, question)
     assert draws.shape[1] == 2 and np.isfinite(draws).all()
     near = fitted[fitted["n_active"] == fitted["n_active"].min()].iloc[:5]
+    near = near.assign(run_id=near["run_id"] + "-again")  # new runs in a fitted cell
     candidates = pd.concat([target_cell, near])[
         ["run_id", "arch", "n_active", "n_total", "tokens", "lr", "batch_tokens"]
     ]
     candidates["flops"] = 1.0  # equal cost: only what each run teaches differs
-    plan = plan_runs(posterior, question, candidates, k=2)
-    # Runs in the never-run target cell teach its optimum; runs in a fitted cell barely do.
-    in_target = plan.ranked["run_id"].isin(target_cell["run_id"])
-    assert plan.ranked.loc[in_target, "gain"].max() > 5 * plan.ranked.loc[~in_target, "gain"].max()
-    assert plan.runs["run_id"].isin(target_cell["run_id"]).all()
-    assert plan.sd_after < plan.sd_now
+    for seed in (0, 1):  # the target cell's deviation is shared with its candidates either way
+        plan = plan_runs(posterior, question, candidates, k=2, random_seed=seed)
+        # Runs in the never-run target cell teach its optimum; runs in a fitted cell barely do.
+        in_target = plan.ranked["run_id"].isin(target_cell["run_id"])
+        gains = plan.ranked["gain"]
+        assert gains[in_target].max() > 5 * gains[~in_target].max(), seed
+        assert plan.runs["run_id"].isin(target_cell["run_id"]).all()
+        assert plan.sd_after < plan.sd_now
+    # Automatic candidates: the target cell (arch filled in) and the fitted cells on a grid.
+    auto = auto_candidates(posterior, Question("lr-batch", targets=target[["n_active", "tokens"]]))
+    assert set(auto["arch"]) == {"dense"} and (auto["n_active"] == target["n_active"].iloc[0]).any()

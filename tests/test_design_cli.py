@@ -95,6 +95,21 @@ def test_plan_text_output_ranks_auto_candidates(loop_start) -> None:  # type: ig
     assert [line.lstrip()[:2] for line in lines[1:4]] == ["1.", "2.", "3."]
 
 
+def test_plan_reads_candidates_without_losses(loop_start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, _, posterior = loop_start
+    table = tmp_path / "candidates.csv"
+    table.write_text("run_id,n_active,tokens\nsmall,2e4,1e4\nlarge,8e4,4e4\nbad,-1,4e4\n")
+    arguments = ["plan", str(posterior), "--question", "loss", "--n-active", "2e5",
+                 "--tokens", "1e5", "--candidates", str(table), "--k", "1", "--json"]  # fmt: skip
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 1
+    assert "candidates: row 3 (bad), column 'n_active': -1.0" in result.output
+    table.write_text("run_id,n_active,tokens\nsmall,2e4,1e4\nlarge,8e4,4e4\n")
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["runs"][0]["run_id"] in {"small", "large"}
+
+
 def test_plan_and_sweep_refuse_bad_requests_saying_why(loop_start, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, table, posterior = loop_start
     target = ["plan", str(posterior), "--question", "loss", "--n-active", "1e5"]

@@ -31,12 +31,12 @@ def _candidates(source: str, posterior: Any, question: Any) -> pd.DataFrame:
             return candidate_runs(path)
         except (ValueError, OSError) as error:
             raise fail(str(error)) from error
-    from bayes_scaling.runs import RunTableError, read_runs
+    from bayes_scaling.runs import read_table
 
     try:
-        return read_runs(path)
-    except (RunTableError, ValueError, OSError) as error:
-        raise fail(f"--candidates {path}: {error}") from error
+        return read_table(path)
+    except (ValueError, OSError) as error:  # RunTableError is a ValueError
+        raise fail(str(error)) from error
 
 
 @app.command("plan")
@@ -79,12 +79,22 @@ def plan_command(
         typer.Option("--budget-flops", help="Cap on the planned runs' FLOPs together."),
     ] = None,
     k: Annotated[int, typer.Option("--k", help="Runs to plan (a batch for parallel runs).")] = 4,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated outcomes.")] = 0,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="linear (condition the draws' covariance; default) | importance (reweight the "
+            "draws on simulated outcomes; best for one or two runs).",
+        ),
+    ] = "linear",
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the draws used (and simulated outcomes).")
+    ] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the plan (JSON).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Rank candidate runs by the expected reduction of a question's posterior variance per
-    FLOP, and choose a batch of --k (greedy, with simulated outcomes)."""
+    FLOP, and choose a batch of --k, each run scored given the ones before it."""
     from bayes_scaling.design import DesignError, Question, plan_runs
 
     check_seed(seed)
@@ -102,13 +112,15 @@ def plan_command(
             question, target, at_flops, arch, moe_arch, dense_arch, eval_set
         )  # fmt: skip
         pool = _candidates(candidates, posterior, asked)
-        plan = plan_runs(posterior, asked, pool, k=k, budget_flops=budget_flops, random_seed=seed)
+        plan = plan_runs(
+            posterior, asked, pool, k=k, budget_flops=budget_flops, random_seed=seed, method=method
+        )
     except DesignError as error:
         raise fail(str(error)) from error
     if out is not None:
         plan.write(out)
     if as_json:
-        typer.echo(json.dumps(plan.to_dict()))
+        typer.echo(json.dumps(plan.to_dict(), allow_nan=False))
     else:
         _print(plan)
     if out is not None and not as_json:
