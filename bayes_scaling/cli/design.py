@@ -59,7 +59,10 @@ def plan_command(
         float | None, typer.Option("--n-total", help="Target total parameters (lr-batch).")
     ] = None,
     arch: Annotated[str | None, typer.Option("--arch", help="Target arch.")] = None,
-    experts: Annotated[float, typer.Option("--experts", help="Target expert count.")] = 1.0,
+    experts: Annotated[
+        float | None,
+        typer.Option("--experts", help="Target expert count (default: the arch's most common)."),
+    ] = None,
     at_flops: Annotated[
         float | None, typer.Option("--at-flops", help="The question's budget (FLOPs).")
     ] = None,
@@ -103,7 +106,13 @@ def plan_command(
     target: pd.DataFrame | None = None
     if n_active is not None or tokens is not None:
         given = {"n_active": n_active, "tokens": tokens, "n_total": n_total, "arch": arch}
-        point = {k: v for k, v in given.items() if v is not None} | {"experts": experts}
+        point = {k: v for k, v in given.items() if v is not None}
+        if experts is None and arch is not None and "arch" in posterior.runs:
+            from bayes_scaling.frontier import arch_expert_counts
+
+            experts = arch_expert_counts(posterior, arch)[-1]
+        if experts is not None:
+            point["experts"] = experts
         if eval_set is not None:
             point["eval_set"] = eval_set
         target = pd.DataFrame([point])
