@@ -41,6 +41,7 @@ __all__ = [
     "law_axes",
     "pointwise_log_density",
     "population_rate",
+    "student_t_logpdf",
     "task_log_likelihood",
 ]
 
@@ -97,7 +98,7 @@ def extrapolation(
     return out
 
 
-def _student_t_logpdf(x: np.ndarray, nu: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def student_t_logpdf(x: np.ndarray, nu: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Log density of a Student-t with location 0 (broadcasting)."""
     z = x / scale
     return (
@@ -119,7 +120,7 @@ def _slope_log_likelihood(
     for start in range(0, B_GRID.size, chunk):
         b = B_GRID[start : start + chunk, None, None]  # (b, 1, 1)
         shifted = residual[None, :, :] - b * distance[None, None, :]  # (b, draw, run)
-        per_draw = _student_t_logpdf(shifted, nu[None, :, None], sigma[None, :, None]).sum(-1)
+        per_draw = student_t_logpdf(shifted, nu[None, :, None], sigma[None, :, None]).sum(-1)
         out[start : start + chunk] = logsumexp(per_draw, axis=1) - math.log(samples)
     return out
 
@@ -198,7 +199,7 @@ def pointwise_log_density(
     residual = np.asarray(observed, float)[None, :] - np.asarray(log_mean, float)[::step]
     sigma, nu = np.asarray(sigma, float)[::step, None], np.asarray(nu, float)[::step, None]
     draws = residual.shape[0]
-    out = logsumexp(_student_t_logpdf(residual, nu, sigma), axis=0) - math.log(draws)
+    out = logsumexp(student_t_logpdf(residual, nu, sigma), axis=0) - math.log(draws)
     outside = np.flatnonzero(np.asarray(distance) > 0)
     if outside.size == 0:
         return out
@@ -206,7 +207,7 @@ def pointwise_log_density(
     for start in range(0, B_GRID.size, chunk):
         b = B_GRID[start : start + chunk, None, None]
         shifted = residual[None, :, outside] - b * np.asarray(distance)[None, None, outside]
-        per_draw = _student_t_logpdf(shifted, nu[None], sigma[None])
+        per_draw = student_t_logpdf(shifted, nu[None], sigma[None])
         slope_ll[start : start + chunk] = logsumexp(per_draw, axis=1) - math.log(draws)
     log_widths = np.log(np.gradient(B_GRID))
     centre = int(np.flatnonzero(B_GRID == 0.0)[0])

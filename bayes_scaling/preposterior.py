@@ -24,13 +24,13 @@ discrepancy adds, and how it falls as runs extend the data towards the target.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.special import gammaln, logsumexp
+from scipy.special import logsumexp
 
+from bayes_scaling.discrepancy import student_t_logpdf
 from bayes_scaling.posterior import Posterior
 from bayes_scaling.questions import Question, loss_frame
 
@@ -41,17 +41,6 @@ __all__ = [
     "noise_variance",
     "simulated_log_likelihood",
 ]
-
-
-def _student_t_logpdf(x: np.ndarray, nu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    z = x / sigma
-    return (
-        gammaln((nu + 1) / 2)
-        - gammaln(nu / 2)
-        - 0.5 * np.log(nu * math.pi)
-        - np.log(sigma)
-        - (nu + 1) / 2 * np.log1p(z * z / nu)
-    )
 
 
 def _weighted_variance(q: np.ndarray, log_w: np.ndarray) -> np.ndarray:
@@ -90,7 +79,7 @@ def simulated_log_likelihood(
     noise per draw; ``truth`` the draw index of each scenario."""
     shape = mean[truth].shape
     outcome = mean[truth] + sigma[truth, None] * rng.standard_t(nu[truth, None], shape)
-    log_lik = _student_t_logpdf(
+    log_lik = student_t_logpdf(
         outcome.T[:, :, None] - mean.T[:, None, :], nu[None, None, :], sigma[None, None, :]
     ).astype(np.float32)
     log_w = np.zeros((truth.size, mean.shape[0]))
