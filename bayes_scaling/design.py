@@ -54,6 +54,8 @@ from bayes_scaling.questions import (
     DesignError,
     HyperOutcomes,
     Question,
+    candidate_name,
+    check_positive,
     hyper_cells,
     loss_frame,
     question_draws,
@@ -140,39 +142,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _where(candidates: pd.DataFrame, position: int) -> str:
-    """A candidate named for a message: its row counted from 1, and its run id if it has one."""
-    name = f" ({candidates['run_id'].iloc[position]})" if "run_id" in candidates else ""
-    return f"candidates: row {position + 1}{name}"
-
-
-def _check_candidates(candidates: pd.DataFrame) -> None:
-    """Refuse candidates without a positive, finite n_active or tokens, naming row and column."""
-    for column in ("n_active", "tokens"):
-        if column not in candidates:
-            raise DesignError(f"candidates: no {column!r} column")
-        values = pd.to_numeric(candidates[column], errors="coerce").to_numpy(float)
-        bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
-        if bad.size:
-            value = _jsonable(candidates[column].iloc[int(bad[0])])
-            raise DesignError(
-                f"{_where(candidates, int(bad[0]))}, column {column!r}: {value!r} is not a "
-                "finite number > 0"
-            )
-
-
 def _candidate_flops(candidates: pd.DataFrame) -> np.ndarray:
+    """Each candidate's FLOPs: its own ``flops`` (checked) or 6 N D."""
     if "flops" in candidates:
-        flops = candidates["flops"].to_numpy(float)
-    else:
-        flops = 6.0 * candidates["n_active"].to_numpy(float) * candidates["tokens"].to_numpy(float)
-    bad = np.flatnonzero(~(np.isfinite(flops) & (flops > 0)))
-    if bad.size:
-        raise DesignError(
-            f"{_where(candidates, int(bad[0]))}, column 'flops': {flops[bad[0]]!r} is not a "
-            "finite number > 0"
-        )
-    return flops
+        check_positive(candidates, ("flops",))
+        return pd.to_numeric(candidates["flops"]).to_numpy(float)
+    return 6.0 * candidates["n_active"].to_numpy(float) * candidates["tokens"].to_numpy(float)
 
 
 def plan_runs(
@@ -195,11 +170,12 @@ def plan_runs(
     gives the same plan.
     """
     try:
-        k = operator.index(k) if not isinstance(k, bool) else 0
+        whole = operator.index(k) if not isinstance(k, bool) else 0
     except TypeError:
-        k = 0
-    if k < 1:
+        whole = 0
+    if whole < 1:
         raise DesignError(f"k must be a whole number >= 1, not {k!r}")
+    k = whole
     if max_draws < 2 or scenarios < 1:
         raise DesignError("max_draws must be >= 2 and scenarios >= 1")
     if method not in METHODS:
@@ -216,7 +192,7 @@ def plan_runs(
         candidates = candidates[~known].reset_index(drop=True)
     if len(candidates) == 0:
         raise DesignError(f"every candidate ({dropped}) is already among the fitted runs")
-    _check_candidates(candidates)
+    check_positive(candidates, ("n_active", "tokens"))
     flops = _candidate_flops(candidates)
     rng = np.random.default_rng(random_seed)
     hyper = isinstance(posterior.spec, HyperSpec)
@@ -240,7 +216,9 @@ def plan_runs(
         raise DesignError(f"the question ({question.describe()}) is not finite under every draw")
     bad = np.flatnonzero(~np.isfinite(mean).all(axis=0))
     if bad.size:
-        raise DesignError(f"{_where(candidates, int(bad[0]))}: its predicted loss is not finite")
+        raise DesignError(
+            f"{candidate_name(candidates, int(bad[0]))}: its predicted loss is not finite"
+        )
     sigma = posterior.draws("sigma")[index]
     nu = posterior.draws("nu")[index]
     draws = len(index)

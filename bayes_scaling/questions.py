@@ -11,6 +11,7 @@ bowl's loss at candidate runs, so a plan can simulate their outcomes).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,29 @@ class Question:
             f"ln loss gap {self.moe_arch} - {self.dense_arch} (compute-optimal; below 0: MoE "
             f"beats dense) at {self.budget:.3g} FLOPs"
         )
+
+
+def candidate_name(candidates: pd.DataFrame, position: int) -> str:
+    """A candidate named for a message: its row counted from 1, and its run id if it has one."""
+    name = f" ({candidates['run_id'].iloc[position]})" if "run_id" in candidates else ""
+    return f"candidates: row {position + 1}{name}"
+
+
+def check_positive(candidates: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Refuse candidates whose ``columns`` are missing or not finite numbers > 0, naming the
+    row (and run id) and the column."""
+    for column in columns:
+        if column not in candidates:
+            raise DesignError(f"candidates: no {column!r} column")
+        values = pd.to_numeric(candidates[column], errors="coerce").to_numpy(float)
+        bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
+        if bad.size:
+            value = candidates[column].iloc[int(bad[0])]
+            value = value.item() if isinstance(value, np.generic) else value
+            raise DesignError(
+                f"{candidate_name(candidates, int(bad[0]))}, column {column!r}: {value!r} is not "
+                "a finite number > 0"
+            )
 
 
 def loss_frame(posterior: Posterior, frame: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -199,16 +223,7 @@ class HyperOutcomes:
         from bayes_scaling.hyper_model import bowl
 
         frame = hyper_cells(self.posterior, candidates, "candidates")
-        for column in ("lr", "batch_tokens"):
-            if column not in frame:
-                raise DesignError(f"candidates: lr-batch candidates need a {column!r} column")
-            values = pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
-            bad = np.flatnonzero(~(np.isfinite(values) & (values > 0)))
-            if bad.size:
-                raise DesignError(
-                    f"candidates: row {int(bad[0]) + 1}, column {column!r}: "
-                    f"{frame[column].iloc[int(bad[0])]!r} is not a finite number > 0"
-                )
+        check_positive(frame, ("lr", "batch_tokens"))
         out = []
         for row in frame.itertuples(index=False):
             index = self._cell(row)
