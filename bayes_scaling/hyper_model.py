@@ -50,6 +50,7 @@ from bayes_scaling.priors import (
     LOG_N_REF,
     arch_parameter,
     hyper_priors,
+    scale_parameter,
 )
 from bayes_scaling.runs import RunProblem, RunTableError
 from bayes_scaling.spec import HyperSpec
@@ -207,6 +208,16 @@ def min_loss_law(coefficient: Callable[[str], Any], covariates: dict[str, Any]) 
     )
 
 
+def cell_value(name: str, law: Any, scale: Any, noncentred: Sequence[str]) -> Any:
+    """A cell-level value ``Normal(law, scale)`` with dims ``cell``: sampled directly, or as
+    ``law + scale * z`` (the same model in other coordinates) when ``name`` is in
+    ``noncentred``."""
+    if name in noncentred:
+        z = pm.Normal(f"{name}_z", 0.0, 1.0, dims="cell")
+        return pm.Deterministic(name, law + scale * z, dims="cell")
+    return pm.Normal(name, law, scale, dims="cell")
+
+
 def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.Model:
     """Build the latent-optimum model for the runs on the bowl.
 
@@ -246,7 +257,7 @@ def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.
             if key not in HYPER_SCALARS
         }
         tau = {
-            key: pm.HalfNormal(key, priors[key].sigma)  # type: ignore[union-attr]
+            key: scale_parameter(key, priors[key])
             for key in ("tau_lr", "tau_batch", "tau_loss", "tau_h")
         }
 
@@ -255,25 +266,22 @@ def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.
 
         # Cell-level values are centred: a cell of ~100 runs pins its own minimum, centre and
         # curvature down, which is the regime where the centred form samples well. A spec's
-        # ``noncentred`` optima are not: cells of ~40 runs whose optimum sits at the grid's edge
-        # (Step Law's MoE grid) leave a funnel between tau and the centred optima.
-        cell_log_loss = pm.Normal(
-            "cell_log_loss", min_loss_law(per_cell, covariates), tau["tau_loss"], dims="cell"
+        # ``noncentred`` values are not: cells of ~40 runs whose optimum sits at the grid's edge
+        # (Step Law's MoE grid), or ~20-run cells whose values are pinned only to about tau
+        # (the trainer's grid), leave a funnel between tau and the centred values.
+        cell_log_loss = cell_value(
+            "cell_log_loss", min_loss_law(per_cell, covariates), tau["tau_loss"], spec.noncentred
         )
         covariates["log_l"] = cell_log_loss - LOG_L_REF
         centres = {}
         for prefix, terms in (("lr", spec.lr_terms), ("batch", spec.batch_terms)):
             law = centre_law(per_cell, terms, covariates, prefix)
             name, scale = f"log_{prefix}_opt", tau[f"tau_{prefix}"]
-            if name in spec.noncentred:  # the same model: law + tau * z
-                z = pm.Normal(f"{name}_z", 0.0, 1.0, dims="cell")
-                centres[prefix] = pm.Deterministic(name, law + scale * z, dims="cell")
-            else:
-                centres[prefix] = pm.Normal(name, law, scale, dims="cell")
+            centres[prefix] = cell_value(name, law, scale, spec.noncentred)
         curvature = {}
         for name in ("lr", "batch"):
-            log_h = pm.Normal(
-                f"log_h_{name}_cell", per_cell(f"log_h_{name}"), tau["tau_h"], dims="cell"
+            log_h = cell_value(
+                f"log_h_{name}_cell", per_cell(f"log_h_{name}"), tau["tau_h"], spec.noncentred
             )
             curvature[name] = pt.exp(log_h)
         rho = pm.Deterministic("rho", pt.tanh(arch["h_corr"]), dims="arch")
@@ -287,8 +295,8 @@ def create_hyper_model(runs: pd.DataFrame, spec: HyperSpec | None = None) -> pm.
             arch["skew_lr"][run_arch],
             arch["skew_batch"][run_arch],
         )
-        sigma = pm.HalfNormal("sigma", priors["sigma"].sigma)  # type: ignore[union-attr]
-        nu = pm.Gamma("nu", priors["nu"].alpha, priors["nu"].beta)  # type: ignore[union-attr]
+        sigma = scale_parameter("sigma", priors["sigma"])
+        nu = scale_parameter("nu", priors["nu"])
         observed = pm.Data("observed_log_loss", np.log(runs["loss"].to_numpy(float)), dims="run")
         pm.StudentT(
             "log_loss",

@@ -40,6 +40,7 @@ __all__ = [
     "arch_parameter",
     "hyper_priors",
     "override_priors",
+    "scale_parameter",
 ]
 
 N_REF = 1e9
@@ -138,10 +139,15 @@ _HYPER_BASE: dict[str, AnyPrior] = {
     # ln of the ratio of curvatures above and below the optimum (0: a symmetric bowl).
     "skew_lr": Normal(0.0, 1.0, 0.3),
     "skew_batch": Normal(0.0, 1.0, 0.3),
-    "tau_lr": HalfNormal(0.3),
-    "tau_batch": HalfNormal(0.3),
-    "tau_loss": HalfNormal(0.05),
-    "tau_h": HalfNormal(0.5),
+    # Cell-to-cell deviations from the laws: Gamma(2, .) has the means of the HalfNormal(0.3,
+    # 0.3, 0.05, 0.5) priors it replaced, but its density falls to zero at zero. No power law
+    # fits a grid's cells exactly, and with a few cells (a trainer grid: 2 per arch) the data
+    # cannot rule tau -> 0 out, where a HalfNormal let the posterior into the funnel between
+    # tau and the cells' values (divergent transitions at tau_loss ~ 1e-3).
+    "tau_lr": Gamma(2.0, 8.0),
+    "tau_batch": Gamma(2.0, 8.0),
+    "tau_loss": Gamma(2.0, 50.0),
+    "tau_h": Gamma(2.0, 5.0),
     "sigma": HalfNormal(0.01),
     "nu": Gamma(2.0, 0.1),
 }
@@ -189,6 +195,15 @@ def override_priors(
         except PriorError as error:
             raise PriorError(f"{where}: {error}") from error
     return out
+
+
+def scale_parameter(name: str, prior: AnyPrior) -> Any:
+    """A positive scalar (a noise scale or a deviation): HalfNormal or Gamma."""
+    if isinstance(prior, HalfNormal):
+        return pm.HalfNormal(name, prior.sigma)
+    if isinstance(prior, Gamma):
+        return pm.Gamma(name, prior.alpha, prior.beta)
+    raise PriorError(f"{name}: a scale needs a HalfNormal or Gamma prior, not {_describe(prior)}")
 
 
 def arch_parameter(

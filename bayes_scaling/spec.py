@@ -242,7 +242,13 @@ _HYPER_KEYS = {
     "sampler",
 }
 # Cell-level values of the hyperparameter model that a spec may sample non-centred.
-CELL_VALUES = ("log_lr_opt", "log_batch_opt")
+CELL_VALUES = (
+    "log_lr_opt",
+    "log_batch_opt",
+    "log_h_lr_cell",
+    "log_h_batch_cell",
+    "cell_log_loss",
+)
 
 
 @dataclass(frozen=True)
@@ -254,9 +260,10 @@ class HyperSpec:
     grid run whose loss exceeds its cell's best by more than that fraction as off the bowl (see
     :func:`bayes_scaling.hyper_model.flag_off_bowl`): it is listed and left out of the fit.
     ``priors`` override
-    :func:`bayes_scaling.priors.hyper_priors`. ``noncentred`` lists cell-level optima
-    (:data:`CELL_VALUES`) sampled as law + tau * z instead of directly (the same model): for
-    cells whose runs pin their optimum down weakly (optima at a grid's edge).
+    :func:`bayes_scaling.priors.hyper_priors`. ``noncentred`` lists cell-level values
+    (:data:`CELL_VALUES`: optima, curvatures, minimum losses) sampled as law + tau * z instead
+    of directly (the same model): for cells whose runs pin them down weakly (optima at a
+    grid's edge, cells of a few dozen runs).
     """
 
     form: str = "steplaw"

@@ -14,8 +14,9 @@ Which data a hypothesis applies to (decided here, once, for every hypothesis ali
   task), and the package's own trainer sweep (dense + MoE, its runs at the base lr and batch);
 - the dense law (chinchilla): Epoch AI's Chinchilla, whole and fit-small (C <= 1e21 FLOPs);
 - hyperparameter laws: the Step Law dense grid (steplaw, compute, wang2024), the Step Law
-  MoE grid (steplaw-sparsity), and both grids together (wang2024, whose claim is about dense
-  and MoE at equal loss).
+  MoE grid (steplaw-sparsity), both grids together (wang2024, whose claim is about dense
+  and MoE at equal loss), and the trainer sweep's lr x batch grids (steplaw-pooled, the law
+  for grids of a few cells per arch).
 
 Left out, with the reason: krajewski2024 (no public data set varies granularity outside an lr x
 batch grid), Porian et al.'s isoFLOP points (15 configurations whose hyperparameters differ by
@@ -36,7 +37,7 @@ import pandas as pd
 from _results import RESULTS, save_table
 
 from bayes_scaling.datasets import load_dataset
-from bayes_scaling.datasets.loaders import trainer_scaling_runs
+from bayes_scaling.datasets.loaders import trainer_grid_runs, trainer_scaling_runs
 from bayes_scaling.fit import fit
 from bayes_scaling.spec import read_spec
 
@@ -57,6 +58,10 @@ def _small_compute(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _scaling_grid(runs: pd.DataFrame) -> pd.DataFrame:
     return trainer_scaling_runs(runs)
+
+
+def _lr_batch_grid(runs: pd.DataFrame) -> pd.DataFrame:
+    return trainer_grid_runs(runs)
 
 
 # The loss hypotheses with an expert count, each fitted on the same routed and trainer data.
@@ -83,6 +88,8 @@ TASKS: list[tuple[str, str, str, Subset]] = [
     # Wang et al.'s claim is about dense and MoE together: both Step Law grids in one fit.
     ("hyper/wang2024", "steplaw-dense+steplaw-moe", "all", _all),
     ("hyper/steplaw-sparsity", "steplaw-moe", "all", _all),
+    # The trainer's own lr x batch grids (dense and top-k, 2 cells each): the pooled law.
+    ("hyper/steplaw-pooled", "trainer-cpu", "lr x batch grid", _lr_batch_grid),
 ]
 
 

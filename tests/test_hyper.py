@@ -32,6 +32,7 @@ from bayes_scaling.hyper_predict import (
     recommend_hyperparameters,
 )
 from bayes_scaling.points import PredictionError
+from bayes_scaling.priors import Gamma, Normal, PriorError, hyper_priors, scale_parameter
 from bayes_scaling.runs import RunTableError
 from bayes_scaling.spec import HyperSpec, SpecError, read_spec
 from tests.simulate import HYPER_TRUTH, simulate_grid
@@ -368,27 +369,59 @@ def test_impossible_planned_cells_are_refused_like_loss_points(
         recommend_hyperparameters(grid_posterior, request)
 
 
-def test_non_centred_optima_are_the_same_model_in_other_coordinates() -> None:
+@pytest.mark.parametrize(
+    ("value", "scale"),
+    [
+        ("log_lr_opt", "tau_lr"),
+        ("log_batch_opt", "tau_batch"),
+        ("log_h_lr_cell", "tau_h"),
+        ("cell_log_loss", "tau_loss"),
+    ],
+)
+def test_non_centred_cell_values_are_the_same_model_in_other_coordinates(
+    value: str, scale: str
+) -> None:
     runs = simulate_grid(seed=4)
     centred = create_hyper_model(runs, HyperSpec())
-    shifted = create_hyper_model(runs, HyperSpec(noncentred=["log_lr_opt"]))
-    assert "log_lr_opt_z" in {v.name for v in shifted.free_RVs}
-    assert "log_lr_opt" not in {v.name for v in shifted.free_RVs}
+    shifted = create_hyper_model(runs, HyperSpec(noncentred=[value]))
+    assert f"{value}_z" in {v.name for v in shifted.free_RVs}
+    assert value not in {v.name for v in shifted.free_RVs}
     logp_centred = centred.compile_logp()
     logp_shifted = shifted.compile_logp()
-    [optimum] = shifted.replace_rvs_by_values([shifted["log_lr_opt"]])
-    lr_opt = shifted.compile_fn(optimum, inputs=shifted.value_vars, on_unused_input="ignore")
+    [cell_value] = shifted.replace_rvs_by_values([shifted[value]])
+    as_value = shifted.compile_fn(cell_value, inputs=shifted.value_vars, on_unused_input="ignore")
     rng = np.random.default_rng(0)
     for _ in range(3):
         point = {
             name: value + rng.normal(0.0, 0.3, np.shape(value))
             for name, value in shifted.initial_point().items()
         }
-        values = {k: v for k, v in point.items() if k != "log_lr_opt_z"}
-        values["log_lr_opt"] = lr_opt(point)
-        tau = np.exp(point["tau_lr_log__"])
+        values = {k: v for k, v in point.items() if k != f"{value}_z"}
+        values[value] = as_value(point)
+        tau = np.exp(point[f"{scale}_log__"])
         # p(z) = p(x) |dx / dz| with x = law + tau z: one ln tau per cell.
         expected = logp_centred(values) + len(centred.coords["cell"]) * np.log(tau)
         assert logp_shifted(point) == pytest.approx(expected, rel=1e-9)
-    with pytest.raises(SpecError, match="noncentred"):
-        HyperSpec(noncentred=["cell_log_loss"])
+
+
+def test_unknown_non_centred_values_and_scale_priors_are_refused() -> None:
+    with pytest.raises(SpecError, match=r"noncentred.*log_h_lr_cell"):
+        HyperSpec(noncentred=["log_h_lr"])
+    with pytest.raises(PriorError, match=r"tau_h.*HalfNormal or Gamma"):
+        scale_parameter("tau_h", Normal(0.0, 1.0))
+
+
+def test_cell_deviation_priors_vanish_at_zero_with_the_old_means() -> None:
+    # Gamma(2, .) keeps the HalfNormal priors' means but puts no density at tau = 0: a grid
+    # of a few cells cannot rule tau -> 0 out, and that is the funnel's neck.
+    priors = hyper_priors(("log_n",), ("log_d",))
+    for key, half_normal_sigma in (
+        ("tau_lr", 0.3),
+        ("tau_batch", 0.3),
+        ("tau_loss", 0.05),
+        ("tau_h", 0.5),
+    ):
+        prior = priors[key]
+        assert isinstance(prior, Gamma) and prior.alpha > 1
+        mean = half_normal_sigma * np.sqrt(2 / np.pi)
+        assert prior.alpha / prior.beta == pytest.approx(mean, rel=0.06)

@@ -342,3 +342,12 @@ def trainer_scaling_runs(runs: pd.DataFrame) -> pd.DataFrame:
         & (runs["eval_set"] == "python-stdlib-val-262144")
     )
     return runs[keep]
+
+
+def trainer_grid_runs(runs: pd.DataFrame, min_runs: int = 6) -> pd.DataFrame:
+    """The trainer-cpu sweep's lr x batch grids, the runs a hyperparameter law is fitted on:
+    every (arch, N, D, eval set) cell with at least ``min_runs`` runs (dense and top-k, one
+    size, two token budgets; 89 runs). Diverged runs stay in: the fit leaves them out."""
+    keys = ["arch", "n_active", "n_total", "tokens", "eval_set"]
+    size = runs.groupby(keys)["run_id"].transform("size")
+    return runs[size >= min_runs].reset_index(drop=True)
