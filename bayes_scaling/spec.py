@@ -242,13 +242,7 @@ _HYPER_KEYS = {
     "sampler",
 }
 # Cell-level values of the hyperparameter model that a spec may sample non-centred.
-CELL_VALUES = (
-    "log_lr_opt",
-    "log_batch_opt",
-    "log_h_lr_cell",
-    "log_h_batch_cell",
-    "cell_log_loss",
-)
+CELL_VALUES = ("log_lr_opt", "log_batch_opt", "log_h_lr_cell", "log_h_batch_cell", "cell_log_loss")
 
 
 @dataclass(frozen=True)
