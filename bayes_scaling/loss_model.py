@@ -47,7 +47,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_scaling.laws import LAWS, Law, log_inputs
-from bayes_scaling.priors import LOG_D_REF, AnyPrior, Normal, arch_parameter
+from bayes_scaling.priors import LOG_D_REF, AnyPrior, Normal, arch_parameter, scale_parameter
 from bayes_scaling.spec import ModelSpec
 
 __all__ = ["FLOOR_SPAN", "MissingColumnError", "create_loss_model"]
@@ -200,8 +200,8 @@ def create_loss_model(
             pm.Deterministic("irreducible", pt.exp(log_e), dims="eval_set")
             per_run["log_e"] = log_e[eval_idx]
         mean = law.log_loss(data, per_run)
-        sigma = pm.HalfNormal("sigma", priors["sigma"].sigma)  # type: ignore[union-attr]
-        nu = pm.Gamma("nu", priors["nu"].alpha, priors["nu"].beta)  # type: ignore[union-attr]
+        sigma = scale_parameter("sigma", priors["sigma"])
+        nu = scale_parameter("nu", priors["nu"])
         observed = pm.Data("observed_log_loss", np.log(runs["loss"].to_numpy(float)), dims="run")
         pm.StudentT("log_loss", nu=nu, mu=mean, sigma=sigma, observed=observed, dims="run")
     return model
