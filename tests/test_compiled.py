@@ -84,3 +84,37 @@ def test_refit_skips_data_the_compiled_functions_never_read() -> None:
     again = cache.get(_model(runs.iloc[:25], spec))
     assert cache.hits == 1
     assert {np.asarray(v).shape for v in again.shared_data.values()} <= {(25,), ()}
+
+
+# A fit in a fresh interpreter; its draws' bits are printed so two processes can be compared.
+_FIT_IN_A_PROCESS = """
+import numpy as np
+from bayes_scaling.fit import fit
+from tests.simulate import simulate_runs
+posterior = fit(simulate_runs(seed=3, runs_per_arch=15), random_seed=5, progressbar=False,
+                chains=2, draws=60, tune=80, extend=0)
+draws = posterior.idata["posterior"]
+print(float(sum(float(draws[name].sum()) for name in draws.data_vars)).hex())
+"""
+
+
+def test_same_seed_same_posterior_whether_the_compile_cache_is_cold_or_warm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The first fit on a machine (PyTensor's cache empty) and a later one (cache warm) give
+    bitwise the same draws: with numba's fastmath on they did not (compiled.py's notes)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTENSOR_FLAGS": f"base_compiledir={tmp_path / 'cache'}"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", _FIT_IN_A_PROCESS],
+            env=env, cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.split()[-1]
+        for _ in range(2)
+    ]  # fmt: skip
+    assert any((tmp_path / "cache").iterdir())  # the second process found a warm cache
+    assert outputs[0] == outputs[1]
