@@ -62,7 +62,7 @@ import numpy as np
 import pandas as pd
 from _results import RESULTS, save_table
 
-from bayes_scaling.backtest import score_held_out, summarize
+from bayes_scaling.backtest import interval_score, score_held_out, summarize
 from bayes_scaling.datasets import load_dataset
 from bayes_scaling.design import DesignError, Question, plan_runs
 from bayes_scaling.fit import fit
@@ -73,7 +73,6 @@ LOSS_COLUMNS = ["arch", "eval_set", "n_active", "tokens", "experts", "granularit
 HYPER_COLUMNS = ["arch", "eval_set", "n_active", "n_total", "tokens", "lr", "batch_tokens"]
 CELL = ["arch", "n_active", "n_total", "tokens"]  # a Step Law grid cell
 WITHIN = 0.0025  # a Step Law grid run within 0.25% of its cell's best is a good one
-ALPHA = 0.1  # 90% intervals
 
 
 @dataclass(frozen=True)
@@ -238,11 +237,6 @@ def grid_optimum(cell: pd.DataFrame) -> tuple[float, float]:
     return float(np.log(good["lr"]).mean()), float(np.log(good["batch_tokens"]).mean())
 
 
-def interval_score(low: float, high: float, truth: float) -> float:
-    """Gneiting & Raftery's interval score of a central (1 - ALPHA) interval."""
-    return (high - low) + 2.0 / ALPHA * (max(low - truth, 0.0) + max(truth - high, 0.0))
-
-
 def score_optimum(posterior: object, targets: pd.DataFrame, seed: int) -> dict:
     """The 90% intervals of ln lr* and ln B* at each target cell against the cell's grid
     optimum: mean interval score (ln units) and coverage over cells and the two quantities,
@@ -256,7 +250,7 @@ def score_optimum(posterior: object, targets: pd.DataFrame, seed: int) -> dict:
         for name, truth in zip(("lr", "batch"), grid_optimum(cell), strict=True):
             low = math.log(getattr(rec, f"{name}_low_90"))
             high = math.log(getattr(rec, f"{name}_high_90"))
-            scores.append(interval_score(low, high, truth))
+            scores.append(float(interval_score(low, high, truth, 0.9)))
             covered.append(low <= truth <= high)
             errors.append(abs(getattr(rec, f"{name}_median") / math.exp(truth) - 1.0))
     return {

@@ -55,9 +55,9 @@ def test_grid_optimum_is_the_geometric_mean_of_the_near_best_runs() -> None:
 
 
 def test_interval_score_charges_twenty_times_a_miss_at_90_percent() -> None:
-    assert bench_design.interval_score(1.0, 2.0, 1.5) == pytest.approx(1.0)
-    assert bench_design.interval_score(1.0, 2.0, 0.9) == pytest.approx(1.0 + 20 * 0.1)
-    assert bench_design.interval_score(1.0, 2.0, 2.5) == pytest.approx(1.0 + 20 * 0.5)
+    assert bench_design.interval_score(1.0, 2.0, 1.5, 0.9) == pytest.approx(1.0)
+    assert bench_design.interval_score(1.0, 2.0, 0.9, 0.9) == pytest.approx(1.0 + 20 * 0.1)
+    assert bench_design.interval_score(1.0, 2.0, 2.5, 0.9) == pytest.approx(1.0 + 20 * 0.5)
 
 
 def test_fittable_waits_for_a_second_run_on_the_bowl() -> None:
